@@ -1,0 +1,56 @@
+# netemu: two commands on a fresh Debian machine, as root:
+#   make run    installs what is missing, brings up topologies/seed.yaml, pings r2 from r1, takes it down
+#   make test   installs what is missing and runs the whole suite (lint, unit, integration)
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+NETEMU := $(VENV)/bin/netemu
+# Debian packages netemu and its tests use: Python, a C compiler and static libc (netemu-init),
+# iproute2, ping, nftables, procps, util-linux (setpriv, nsenter), kmod.
+DEB_PACKAGES := python3 python3-venv python3-pip gcc libc6-dev make iproute2 iputils-ping nftables \
+	procps util-linux kmod
+
+.PHONY: all deps venv run test lint unit bench clean-labs
+
+all: test
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml netemu/linux/init/netemu-init.c
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	$(PY) -m netemu.linux.initbin >/dev/null
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+run: venv
+	$(NETEMU) validate topologies/seed.yaml
+	@$(NETEMU) down seed -q
+	@set -e; trap '$(NETEMU) down seed' EXIT; \
+	$(NETEMU) up topologies/seed.yaml; \
+	$(NETEMU) ps; \
+	$(NETEMU) inspect seed; \
+	$(NETEMU) exec seed r1 -- ping -c 3 -W 2 10.1.0.2
+
+lint: venv
+	$(VENV)/bin/ruff check netemu tests bench
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+test: venv lint
+	$(PY) -m pytest -q -ra
+
+bench: venv
+	$(PY) bench/updown.py
+
+clean-labs: venv
+	$(NETEMU) down --all
+	$(NETEMU) clean

@@ -1,0 +1,204 @@
+"""The `netemu` command: parse arguments, call the runtime, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+import click
+
+from netemu import __version__
+from netemu.errors import InputError, NetemuError
+from netemu.topology import load_topology
+
+FORMATS = click.Choice(["table", "json"])
+
+
+def _progress(quiet: bool) -> Any:
+    """Progress lines on a terminal; silence when piped or asked to be quiet."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    start = time.monotonic()
+    return lambda msg: click.echo(f"[{time.monotonic() - start:6.2f}s] {msg}", err=True)
+
+
+def _lab_name(target: str) -> str:
+    """`down` and friends take a lab name or the topology file that names it."""
+    if target.endswith((".yaml", ".yml")) or os.path.sep in target:
+        return load_topology(target).name
+    return target
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netemu")
+def cli() -> None:
+    """Virtual network topologies of real Linux containers on one machine."""
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check FILE without touching the kernel."""
+    topo = load_topology(file)
+    click.echo(f"{file}: ok: lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.networks)} networks, "
+               f"{len(topo.links)} links, {len(topo.checks)} checks")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def up(file: str, quiet: bool) -> None:
+    """Create the lab described by FILE; on failure nothing is left behind."""
+    from netemu.runtime import lab
+
+    topo = load_topology(file)
+    started = time.monotonic()
+    record = lab.up(topo, progress=_progress(quiet))
+    if not quiet:
+        click.echo(f"lab '{record['name']}' is up: {len(record['nodes'])} nodes, {len(record['links'])} links "
+                   f"in {time.monotonic() - started:.2f}s")
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--all", "all_labs", is_flag=True, help="Take down every lab.")
+@click.option("-q", "--quiet", is_flag=True)
+def down(target: str | None, all_labs: bool, quiet: bool) -> None:
+    """Remove everything lab TARGET (a name or its file) created. Idempotent with --all."""
+    from netemu.runtime import lab
+
+    if all_labs == bool(target):
+        raise InputError("give a lab name (or its file), or --all")
+    names = [entry["name"] for entry in lab.list_labs()] if all_labs else [_lab_name(target or "")]
+    for name in names:
+        removed = lab.down(name)
+        if not quiet:
+            click.echo(f"lab '{name}' is down" if not removed.empty() else f"no lab '{name}': nothing to remove")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=FORMATS, default="table")
+def ps(fmt: str) -> None:
+    """List the labs on this machine."""
+    from netemu.runtime import lab
+
+    labs = lab.list_labs()
+    if fmt == "json":
+        _emit_json(labs)
+        return
+    rows = [(e["name"], e["status"], f"{e['alive']}/{e['nodes']}", e.get("file") or "") for e in labs]
+    _table(["LAB", "STATUS", "NODES", "FILE"], rows)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=FORMATS, default="table")
+def inspect(name: str, fmt: str) -> None:
+    """Nodes, pids, interfaces, addresses and routes of lab NAME."""
+    from netemu.runtime import lab
+
+    data = lab.inspect(_lab_name(name))
+    if fmt == "json":
+        _emit_json(data)
+        return
+    click.echo(f"lab {data['name']}: {data['status']} ({data.get('file') or 'no file'})")
+    rows = []
+    for node, info in data["nodes"].items():
+        ifaces = [i for i in info.get("interfaces", []) if i["name"] != "lo"]
+        summary = ", ".join(f"{i['name']} {' '.join(i['addresses'])}".strip() for i in ifaces) or "-"
+        rows.append((node, str(info["pid"]), "up" if info["alive"] else "dead", info.get("netns") or "-", summary))
+    _table(["NODE", "PID", "STATE", "NETNS", "INTERFACES"], rows)
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (it always passes through).")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal.")
+@click.option("-e", "--env", "envs", multiple=True, help="KEY=VALUE added to the environment.")
+@click.argument("name")
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def exec_(interactive: bool, tty: bool, envs: tuple[str, ...], name: str, node: str,
+          command: tuple[str, ...]) -> None:
+    """Run COMMAND in NODE of lab NAME (all its namespaces and its cgroup); its exit code is ours."""
+    from netemu.runtime import execution, lab
+
+    argv = list(command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        argv = ["/bin/sh"] if tty or interactive else []
+    if not argv:
+        raise InputError("give a command after --, or -it for a shell")
+    env = {}
+    for item in envs:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--env {item}: expected KEY=VALUE")
+        env[key] = value
+    record = lab.load_record(name)
+    node_env = record["nodes"].get(node, {}).get("extra", {}).get("env", {})
+    sys.exit(execution.replace_process(record, node, argv, env={**node_env, **env}, tty=tty))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=FORMATS, default="table")
+def clean(fmt: str) -> None:
+    """Remove every netemu object on the machine that no live lab accounts for."""
+    from dataclasses import asdict
+
+    from netemu.runtime import lab
+
+    removed = lab.clean()
+    if fmt == "json":
+        _emit_json({name: asdict(r) for name, r in removed.items()})
+        return
+    if not removed:
+        click.echo("nothing to clean")
+    for name, r in removed.items():
+        click.echo(f"removed lab '{name}': {r.processes} processes, {len(r.links)} links, "
+                   f"{len(r.netns)} netns names, {len(r.cgroups)} cgroups, {len(r.directories)} directories")
+
+
+def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    for row in [tuple(headers), *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
+
+
+def main() -> None:
+    """Entry point: every error becomes one line and the contract's exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except NetemuError as e:
+        click.echo(f"netemu: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("netemu: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug: one line, the traceback only when asked for
+        if os.environ.get("NETEMU_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"netemu: internal error: {type(e).__name__}: {e} (NETEMU_DEBUG=1 shows the traceback)",
+                   err=True)
+        sys.exit(4)
+
+
+if __name__ == "__main__":
+    main()
+

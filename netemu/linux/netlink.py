@@ -1,0 +1,171 @@
+"""Network links, addresses and routes through netlink (pyroute2), one socket per namespace.
+
+Every object netemu creates in the machine's namespace carries an interface alias starting
+with ALIAS_PREFIX: that tag, not the name alone, is what `clean` trusts."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netemu.linux import namespaces
+
+ALIAS_PREFIX = "netemu:"
+IFA_F_NODAD = 0x02
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    index: int
+    name: str
+    alias: str
+    kind: str
+    state: str
+    mtu: int
+    master: int | None
+
+
+class Netlink:
+    """A netlink socket bound to one network namespace (the machine's, or a host's)."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        if pid is None:
+            self.ipr = IPRoute()
+        else:
+            with namespaces.entered(pid, ("net",)):
+                self.ipr = IPRoute()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # links -------------------------------------------------------------------------------
+    def index(self, name: str) -> int:
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            raise LookupError(f"no interface {name}")
+        return int(found[0])
+
+    def add_veth(self, name: str, peer: str, *, ns_pid: int | None = None, peer_ns_pid: int | None = None,
+                 alias: str | None = None, mtu: int | None = None) -> None:
+        """One veth pair; each end may be created straight inside a host's namespace, so no
+        temporary name ever exists in the machine's namespace."""
+        spec: dict[str, object] = {"ifname": name, "kind": "veth"}
+        peer_spec: dict[str, object] = {"ifname": peer}
+        fds: list[int] = []
+        try:
+            if ns_pid is not None:
+                fds.append(os.open(f"/proc/{ns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+                spec["net_ns_fd"] = fds[-1]
+            if peer_ns_pid is not None:
+                fds.append(os.open(f"/proc/{peer_ns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+                peer_spec["net_ns_fd"] = fds[-1]
+            if mtu:
+                spec["mtu"] = mtu
+                peer_spec["mtu"] = mtu
+            spec["peer"] = peer_spec
+            self.ipr.link("add", **spec)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if alias and ns_pid is None:
+            self.tag(name, alias)
+
+    def add_bridge(self, name: str, alias: str, mtu: int | None = None) -> int:
+        spec: dict[str, object] = {"ifname": name, "kind": "bridge"}
+        if mtu:
+            spec["mtu"] = mtu
+        self.ipr.link("add", **spec)
+        self.tag(name, alias)
+        return self.index(name)
+
+    def tag(self, name: str, alias: str) -> None:
+        # The kernel ignores IFLA_IFALIAS when creating a link: it must be set afterwards. A crash
+        # between the two leaves an untagged link, so names (ne-, nv) are checked by clean too.
+        self.set_link(name, ifalias=alias)
+
+    def set_link(self, name: str, **attrs: object) -> None:
+        self.ipr.link("set", index=self.index(name), **attrs)
+
+    def up(self, name: str) -> None:
+        self.set_link(name, state="up")
+
+    def enslave(self, name: str, bridge: str) -> None:
+        self.set_link(name, master=self.index(bridge))
+
+    def delete(self, index: int) -> None:
+        try:
+            self.ipr.link("del", index=index)
+        except NetlinkError as e:
+            if e.code != 19:  # ENODEV: already gone (its peer's deletion took it along)
+                raise
+
+    def links(self) -> list[LinkInfo]:
+        result = []
+        for msg in self.ipr.get_links():
+            info = msg.get("IFLA_LINKINFO")
+            result.append(LinkInfo(
+                index=msg["index"],
+                name=msg.get("IFLA_IFNAME"),
+                alias=msg.get("IFLA_IFALIAS") or "",
+                kind=(info.get("IFLA_INFO_KIND") if info else "") or "",
+                state=msg.get("IFLA_OPERSTATE") or "",
+                mtu=msg.get("IFLA_MTU") or 0,
+                master=msg.get("IFLA_MASTER"),
+            ))
+        return result
+
+    def tagged_links(self, alias_prefix: str = ALIAS_PREFIX) -> list[LinkInfo]:
+        return [link for link in self.links() if link.alias.startswith(alias_prefix)]
+
+    # addresses and routes ----------------------------------------------------------------
+    def add_address(self, name: str, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
+        extra: dict[str, object] = {}
+        if iface.version == 6:
+            # No duplicate address detection: the first probe after `up` must not wait for it.
+            extra["flags"] = IFA_F_NODAD
+        self.ipr.addr("add", index=self.index(name), address=str(iface.ip),
+                      prefixlen=iface.network.prefixlen, **extra)
+
+    def addresses(self) -> dict[str, list[str]]:
+        names = {link.index: link.name for link in self.links()}
+        found: dict[str, list[str]] = {}
+        for msg in self.ipr.get_addr():
+            name = names.get(msg["index"], str(msg["index"]))
+            found.setdefault(name, []).append(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+        return found
+
+    def add_route(self, dst: str, via: str | None, dev: str | None) -> None:
+        spec: dict[str, object] = {}
+        if dst == "default":
+            family = 6 if via and ":" in via else 4
+            spec["dst"] = "::/0" if family == 6 else "0.0.0.0/0"
+        else:
+            spec["dst"] = dst
+        if via:
+            spec["gateway"] = via
+        if dev:
+            spec["oif"] = self.index(dev)
+        self.ipr.route("add", **spec)
+
+    def routes(self) -> list[dict[str, object]]:
+        names = {link.index: link.name for link in self.links()}
+        result = []
+        for family in (2, 10):
+            for msg in self.ipr.get_routes(family=family, table=254):
+                dst = msg.get("RTA_DST")
+                result.append({
+                    "dst": f"{dst}/{msg['dst_len']}" if dst else "default",
+                    "via": msg.get("RTA_GATEWAY"),
+                    "dev": names.get(msg.get("RTA_OIF")),
+                })
+        return result

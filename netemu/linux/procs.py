@@ -1,0 +1,60 @@
+"""Processes: liveness and waiting for exit without being the parent (pidfd)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks after boot): with the pid it names one
+    process for ever, so a recycled pid is never mistaken for a host."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+def kill_and_wait(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGKILL each process and wait for all of them to be gone."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(fds[-1], signal.SIGKILL)
+    try:
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        pending = len(fds)
+        while pending:
+            events = poller.poll(int(timeout * 1000))
+            if not events:
+                break
+            for fd, _ in events:
+                poller.unregister(fd)
+                pending -= 1
+    finally:
+        for fd in fds:
+            os.close(fd)

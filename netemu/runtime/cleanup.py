@@ -1,0 +1,94 @@
+"""Removing a lab's kernel objects, found from the kernel itself by the lab's name.
+
+Nothing here reads the topology or trusts the state file to list what exists: `up` may have
+been killed at any instant, so every kind of object is discovered (cgroups under netemu/LAB,
+links tagged netemu:LAB:, netns names netemu-LAB.*, the lab's directories) and removed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from netemu.linux import namespaces, procs, rootfs
+from netemu.linux.cgroups import Cgroup
+from netemu.linux.netlink import ALIAS_PREFIX, Netlink
+from netemu.runtime import hostsettings, paths, state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Removed:
+    """What a removal found and removed, for `clean`'s report and for tests."""
+
+    processes: int = 0
+    links: list[str] = field(default_factory=list)
+    netns: list[str] = field(default_factory=list)
+    cgroups: list[str] = field(default_factory=list)
+    directories: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.processes or self.links or self.netns or self.cgroups or self.directories)
+
+
+def remove_lab(lab: str) -> Removed:
+    removed = Removed()
+    _kill_processes(lab, removed)
+    _remove_links(lab, removed)
+    for name in namespaces.netns_names(paths.netns_prefix(lab)):
+        namespaces.unname_netns(name)
+        removed.netns.append(name)
+    group = Cgroup(paths.cgroup_path(lab))
+    if group.exists():
+        group.remove()
+        removed.cgroups.append(group.relpath)
+    Cgroup(paths.CGROUP_ROOT).remove_if_empty()
+    layers = paths.layers_dir(lab)
+    if layers.exists():
+        rootfs.LayerDirs(layers).remove()
+        removed.directories.append(str(layers))
+    hostsettings.release(lab)
+    if paths.state_dir(lab).exists():
+        state.remove(lab)
+        removed.directories.append(str(paths.state_dir(lab)))
+    return removed
+
+
+def _kill_processes(lab: str, removed: Removed) -> None:
+    group = Cgroup(paths.cgroup_path(lab))
+    # Killing each host's PID 1 first lets the kernel take down its whole PID namespace.
+    pids = group.pids()
+    removed.processes = len(pids)
+    if pids:
+        procs.kill_and_wait(sorted(pids))
+        group.kill_all()
+
+
+def _remove_links(lab: str, removed: Removed) -> None:
+    record = state.read(lab) or {}
+    planned = set(record.get("planned_links", []))
+    with Netlink() as nl:
+        for link in nl.links():
+            ours = link.alias.startswith(paths.alias(lab, ""))
+            # An untagged link named in the lab's plan was made by a `up` killed before tagging it.
+            if ours or (link.name in planned and not link.alias):
+                nl.delete(link.index)
+                removed.links.append(link.name)
+
+
+def owned_lab_names() -> set[str]:
+    """Every lab name that some netemu-owned object on the machine belongs to."""
+    names: set[str] = set(state.lab_names())
+    names.update(Cgroup(paths.CGROUP_ROOT).leaf_names())
+    for netns in namespaces.netns_names(paths.NETNS_PREFIX):
+        lab = paths.lab_of_netns(netns)
+        if lab:
+            names.add(lab)
+    with Netlink() as nl:
+        for link in nl.tagged_links(ALIAS_PREFIX):
+            lab = paths.lab_of_alias(link.alias)
+            if lab:
+                names.add(lab)
+    if paths.LABS_LIB_DIR.is_dir():
+        names.update(p.name for p in paths.LABS_LIB_DIR.iterdir() if p.is_dir())
+    return names

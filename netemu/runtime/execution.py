@@ -1,0 +1,52 @@
+"""Running a program inside a host: all its namespaces and its cgroup (netemu-init exec)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+from typing import Any
+
+from netemu.errors import LabError
+from netemu.linux import procs
+from netemu.linux.cgroups import Cgroup
+from netemu.linux.initbin import init_binary
+from netemu.runtime.nodes import DEFAULT_PATH
+
+
+def helper_argv(record: dict[str, Any], node: str, argv: list[str], env: dict[str, str] | None = None,
+                cwd: str | None = None) -> list[str]:
+    info = record["nodes"].get(node)
+    if info is None:
+        raise LabError(f"lab '{record['name']}' has no node '{node}' (nodes: {', '.join(record['nodes'])})")
+    pid = info["pid"]
+    if not (procs.alive(pid) and procs.start_time(pid) == info.get("start_time")):
+        raise LabError(f"node '{node}' of lab '{record['name']}' is not running")
+    full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "xterm")}
+    full_env.update(env or {})
+    args = [str(init_binary()), "exec"]
+    for procs_file in Cgroup(info["cgroup"]).procs_files():
+        args += ["--cgroup", str(procs_file)]
+    for key, value in full_env.items():
+        args += ["--env", f"{key}={value}"]
+    if cwd:
+        args += ["--cwd", cwd]
+    return [*args, str(pid), "--", *argv]
+
+
+def run(record: dict[str, Any], node: str, argv: list[str], env: dict[str, str] | None = None,
+        timeout: float | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run to completion and capture the output (for the API and `exec:` commands)."""
+    return subprocess.run(helper_argv(record, node, argv, env), capture_output=True, text=True,
+                          timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def replace_process(record: dict[str, Any], node: str, argv: list[str], env: dict[str, str] | None = None,
+                    tty: bool = False) -> int:
+    """For `netemu exec`: stdio passes straight through and the exit status is the command's.
+    With a terminal, a new pseudo-terminal is made and relayed, as `docker exec -t` does."""
+    args = helper_argv(record, node, argv, env)
+    if tty:
+        return os.waitstatus_to_exitcode(pty.spawn(args))
+    os.execv(args[0], args)
+    raise AssertionError("unreachable")

@@ -1,0 +1,84 @@
+"""Machine-wide sysctls that labs need raised, restored when the last lab that needed them goes.
+
+The neighbour (ARP/NDP) table is shared by all network namespaces and its garbage collector
+starts refusing entries at gc_thresh3 (1024 by default): a lab of a few hundred hosts
+overflows it and pings fail. Each lab records its need; the machine keeps the largest sum,
+and the values found before the first lab are written back after the last one."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from netemu.linux import sysctl
+from netemu.runtime import paths
+
+LEDGER = "host-sysctls.json"
+NEIGH_KEYS = [f"net.{fam}.neigh.default.gc_thresh{i}" for fam in ("ipv4", "ipv6") for i in (1, 2, 3)]
+
+
+@contextmanager
+def _ledger() -> Iterator[dict[str, Any]]:
+    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(paths.RUN_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        path = paths.RUN_DIR / LEDGER
+        data = json.loads(path.read_text()) if path.exists() else {"saved": {}, "labs": {}}
+        yield data
+        if data["labs"] or data["saved"]:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        else:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(lock_fd)
+
+
+def neighbour_entries(hosts_per_segment: list[int]) -> int:
+    """Worst-case neighbour entries of a lab: on a segment of n hosts each may learn the n-1
+    others and the gateway."""
+    return sum(n * n for n in hosts_per_segment)
+
+
+def thresholds_for(entries: int) -> dict[str, int]:
+    third = max(1024, 2 * entries)
+    values = {}
+    for fam in ("ipv4", "ipv6"):
+        values[f"net.{fam}.neigh.default.gc_thresh1"] = third // 8
+        values[f"net.{fam}.neigh.default.gc_thresh2"] = third // 2
+        values[f"net.{fam}.neigh.default.gc_thresh3"] = third
+    return values
+
+
+def claim(lab: str, entries: int) -> None:
+    """Record the lab's need and raise the machine's thresholds if it exceeds them."""
+    with _ledger() as data:
+        data["labs"][lab] = entries
+        _apply(data)
+
+
+def release(lab: str, live_labs: set[str] | None = None) -> None:
+    """Forget the lab (and any lab not in `live_labs`); restore the machine when none is left."""
+    with _ledger() as data:
+        data["labs"].pop(lab, None)
+        if live_labs is not None:
+            data["labs"] = {k: v for k, v in data["labs"].items() if k in live_labs}
+        if not data["labs"]:
+            for key, value in data["saved"].items():
+                sysctl.write(key, value)
+            data["saved"] = {}
+
+
+def _apply(data: dict[str, Any]) -> None:
+    wanted = thresholds_for(sum(data["labs"].values()))
+    for key, value in wanted.items():
+        current = int(sysctl.read(key))
+        if value > current:
+            data["saved"].setdefault(key, str(current))
+            sysctl.write(key, str(value))

@@ -1,0 +1,137 @@
+"""Starting hosts: cgroup, writable layer, injected /etc files, then netemu-init.
+
+All hosts of a lab are launched at once and their outcomes collected afterwards, so the cost
+of `up` is not the sum of every host's start-up."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from netemu.errors import InputError, LabError, MachineError
+from netemu.linux import procs, rootfs
+from netemu.linux.cgroups import Cgroup
+from netemu.runtime import paths
+from netemu.topology.model import Node, Topology
+
+START_TIMEOUT = 30.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class RunningNode:
+    name: str
+    pid: int
+    start_time: int | None
+    netns_pid: int | None  # whose network namespace the host uses (None: the machine's)
+    cgroup: str
+    layers: str
+    console: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def base_env(node: Node) -> dict[str, str]:
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": node.hostname or node.name, "TERM": "xterm"}
+    env.update(node.env)
+    return env
+
+
+def lower_layers(node: Node, topo: Topology) -> list[str]:
+    if node.image == "host":
+        return ["/"]
+    path = Path(node.image)
+    if not path.is_absolute() and topo.path is not None:
+        path = topo.path.parent / path
+    if path.is_dir():
+        return [str(path.resolve())]
+    raise InputError(f"node {node.name}: image '{node.image}' is not 'host' nor a directory "
+                     "(imported images come with `netemu image import`, not available yet)")
+
+
+def prepare(topo: Topology, node: Node) -> tuple[Cgroup, rootfs.LayerDirs]:
+    """The host's cgroup (with its limits) and its writable layer with /etc files injected."""
+    group = Cgroup(paths.cgroup_path(topo.name, node.name))
+    group.create()
+    group.set_limits(node.limits.cpus, node.limits.memory, node.limits.pids)
+    layers = rootfs.LayerDirs(paths.layers_dir(topo.name, node.name))
+    layers.create()
+    hostname = node.hostname or node.name
+    peers = [(name, str(addrs[0].ip)) for name in topo.nodes if (addrs := topo.node_addresses(name))]
+    peers += list(node.extra_hosts.items())
+    layers.inject("etc/hostname", hostname + "\n")
+    layers.inject("etc/hosts", rootfs.hosts_file(hostname, peers))
+    layers.inject("etc/resolv.conf", rootfs.resolv_conf(node.dns, node.dns_search))
+    for bind in node.binds:
+        if not Path(bind.source).exists():
+            raise InputError(f"node {node.name}: bind source {bind.source} does not exist")
+    return group, layers
+
+
+class Launch:
+    """One netemu-init being started; `result()` waits for its report."""
+
+    def __init__(self, init: Path, topo: Topology, node: Node, group: Cgroup, layers: rootfs.LayerDirs,
+                 net: str) -> None:
+        self.node = node
+        self.group = group
+        self.layers = layers
+        self.console = layers.base / "console.log"
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        argv = [str(init), "run", "--status-fd", str(write_fd), "--net", net,
+                "--upper", str(layers.upper), "--work", str(layers.work), "--merged", str(layers.merged),
+                "--hostname", node.hostname or node.name, "--hide", str(paths.LIB_DIR)]
+        for procs_file in group.procs_files():
+            argv += ["--cgroup", str(procs_file)]
+        for lower in lower_layers(node, topo):
+            argv += ["--lower", lower]
+        for bind in node.binds:
+            argv += ["--bind", f"{bind.source}:{bind.target}:{'ro' if bind.readonly else 'rw'}"]
+        for key, value in base_env(node).items():
+            argv += ["--env", f"{key}={value}"]
+        if node.cmd:
+            argv += ["--", *node.cmd]
+        with open(self.console, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         pass_fds=(write_fd,), start_new_session=True)
+        os.close(write_fd)
+        self.status_fd = read_fd
+
+    def result(self) -> int:
+        """The host's PID 1 on the machine, or LabError with the reason netemu-init gave."""
+        try:
+            report = _read_all(self.status_fd, START_TIMEOUT).decode(errors="replace").strip()
+        finally:
+            os.close(self.status_fd)
+        self.proc.wait()
+        if report.startswith("ok "):
+            return int(report.split()[1])
+        reason = report.removeprefix("error ").strip() or f"netemu-init exited with {self.proc.returncode}"
+        if "mount" in reason and "overlay" in reason and "No such device" in reason:
+            raise MachineError("the kernel has no overlay filesystem (module overlay)")
+        raise LabError(f"node {self.node.name} did not start: {reason}")
+
+
+def _read_all(fd: int, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise LabError(f"netemu-init did not report within {timeout:.0f} s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def running(launch: Launch, pid: int, netns_pid: int | None) -> RunningNode:
+    node = launch.node
+    return RunningNode(name=node.name, pid=pid, start_time=procs.start_time(pid),
+                       netns_pid=netns_pid, cgroup=launch.group.relpath, layers=str(launch.layers.base),
+                       console=str(launch.console),
+                       extra={"env": node.env, "image": node.image, "network": node.network,
+                              "hostname": node.hostname or node.name, "limits": asdict(node.limits)})

@@ -1,0 +1,116 @@
+"""The per-lab state file: written atomically (temporary file + rename), guarded by a lock.
+
+The lock is flock(2) on the lab's state directory: the kernel drops it when its holder dies,
+so a lab whose `up` was killed is told apart from one being created right now."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from netemu.errors import LabExists, LabNotFound, MachineError
+from netemu.runtime import paths
+
+STATE_FILE = "state.json"
+
+
+def _open_dir(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+@contextmanager
+def reserve(lab: str) -> Iterator[Path]:
+    """Claim a new lab name: fails cleanly when a lab of that name exists."""
+    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    directory = paths.state_dir(lab)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        raise LabExists(f"a lab named '{lab}' already exists (netemu down {lab} removes it)") from None
+    fd = _open_dir(directory)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield directory
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def locked(lab: str, timeout: float = 60.0) -> Iterator[Path]:
+    """Hold the lab's lock (waiting for a running `up` or `down` to finish)."""
+    directory = paths.state_dir(lab)
+    try:
+        fd = _open_dir(directory)
+    except FileNotFoundError:
+        raise LabNotFound(f"no lab named '{lab}'") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno != errno.EWOULDBLOCK:
+                    raise
+                if time.monotonic() > deadline:
+                    raise MachineError(f"lab '{lab}' is locked by another netemu process") from None
+                time.sleep(0.05)
+        yield directory
+    finally:
+        os.close(fd)
+
+
+def is_busy(lab: str) -> bool:
+    """True while another live process holds the lab's lock."""
+    try:
+        fd = _open_dir(paths.state_dir(lab))
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def write(lab: str, data: dict[str, Any]) -> None:
+    directory = paths.state_dir(lab)
+    tmp = directory / f".{STATE_FILE}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / STATE_FILE)
+
+
+def read(lab: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((paths.state_dir(lab) / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None  # cannot happen with atomic writes, unless the disk lied
+
+
+def lab_names() -> list[str]:
+    if not paths.RUN_DIR.is_dir():
+        return []
+    return sorted(p.name for p in paths.RUN_DIR.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def remove(lab: str) -> None:
+    directory = paths.state_dir(lab)
+    if not directory.exists():
+        return
+    for child in directory.iterdir():
+        child.unlink()
+    directory.rmdir()

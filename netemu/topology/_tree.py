@@ -1,0 +1,188 @@
+"""YAML text -> a tree of located values, so that every later error can name its line and key path.
+
+PyYAML's composer gives nodes with marks; this module turns them into `Item`s (value, line, key
+path) while refusing what makes YAML dangerous or ambiguous in a configuration file: aliases
+and anchors (alias bombs), duplicate keys (the last one silently wins) and custom tags.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+_STD_TAG = "tag:yaml.org,2002:"
+_NULL_TAG = _STD_TAG + "null"
+_ALIAS_TAG = "!netemu-alias"  # marker node standing for an alias we refuse to expand
+
+
+class Invalid(Exception):
+    """A located problem; the loader adds the file name and raises it as a TopologyError."""
+
+    def __init__(self, line: int | None, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.path = path
+        self.reason = reason
+
+
+@dataclass
+class Item:
+    """One value of the file with where it was written."""
+
+    value: Any  # dict[str, Item] for a mapping, list[Item] for a sequence, else the scalar
+    line: int  # 1-based line of the value
+    path: str  # dotted key path, e.g. nodes.r1.limits.memory or links[0].endpoints[1]
+    raw: str | None = None  # a scalar's text as written; None for mappings and sequences
+    key_line: int | None = None  # line of the key holding this value, inside a mapping
+
+    def fail(self, reason: str, *, at_key: bool = False) -> NoReturn:
+        line = self.key_line if at_key and self.key_line else self.line
+        raise Invalid(line, self.path, reason)
+
+    def type_name(self) -> str:
+        value = self.value
+        for kind, label in ((dict, "a mapping"), (list, "a list"), (bool, "a boolean"), (int, "an integer")):
+            if isinstance(value, kind):
+                return label
+        if value is None:
+            return "null"
+        return "a number" if isinstance(value, float) else "a string" if isinstance(value, str) else "a date"
+
+    def expected(self, what: str) -> NoReturn:
+        self.fail(f"expected {what}, got {self.type_name()}")
+
+    def mapping(self, allowed: Iterable[str] | None = None, required: Iterable[str] = ()) -> dict[str, Item]:
+        if not isinstance(self.value, dict):
+            self.expected("a mapping")
+        if allowed is not None:
+            check_keys(self, list(allowed))
+        for key in required:
+            if key not in self.value:
+                raise Invalid(self.line, child_path(self.path, key), f"required key '{key}' is missing")
+            if self.value[key].value is None:
+                self.value[key].fail(f"required key '{key}' has no value", at_key=True)
+        return self.value
+
+    def items(self) -> list[Item]:
+        if not isinstance(self.value, list):
+            self.expected("a list")
+        return self.value
+
+    def scalar(self) -> Any:
+        if self.value is None or isinstance(self.value, dict | list):
+            self.expected("a string or number")
+        return self.value
+
+    def text(self) -> str:
+        """A scalar as written: `22:22` stays a string instead of YAML 1.1's sexagesimal 1342."""
+        self.scalar()
+        assert self.raw is not None
+        return self.raw
+
+    def boolean(self) -> bool:
+        if not isinstance(self.value, bool):
+            self.expected("true or false")
+        return self.value
+
+    def integer(self, low: int, high: int) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            self.expected("an integer")
+        if not low <= self.value <= high:
+            self.fail(f"{self.value} is out of range {low}..{high}")
+        return self.value
+
+    def convert(self, parse: Callable[[Any], T], *, typed: bool = False) -> T:
+        """Apply a parser from _values to this scalar, turning its ValueError into a located error."""
+        argument = self.scalar() if typed else self.text()
+        try:
+            return parse(argument)
+        except ValueError as exc:
+            self.fail(str(exc))
+
+
+def check_keys(item: Item, allowed: list[str]) -> None:
+    for key, child in item.value.items():
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(allowed)}"
+        child.fail(f"unknown key '{key}'; {hint}", at_key=True)
+
+
+def child_path(parent: str, key: str) -> str:
+    return f"{parent}.{key}" if parent else key
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Composes without expanding aliases: an alias becomes a marker node the tree rejects."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            return yaml.ScalarNode(_ALIAS_TAG, event.anchor, event.start_mark, event.end_mark)
+        anchor = getattr(self.peek_event(), "anchor", None)
+        node = super().compose_node(parent, index)
+        if anchor is not None:
+            node.netemu_anchor = anchor
+        return node
+
+    def to_item(self, node: Any, path: str, key_line: int | None = None) -> Item:
+        line = node.start_mark.line + 1
+        if node.tag == _ALIAS_TAG:
+            raise Invalid(line, path, f"aliases are not allowed (*{node.value})")
+        if getattr(node, "netemu_anchor", None):
+            anchor = node.netemu_anchor
+            raise Invalid(line, path, f"anchors are not allowed (&{anchor}): aliases are not allowed")
+        if not node.tag.startswith(_STD_TAG):
+            raise Invalid(line, path, f"YAML tag '{node.tag}' is not allowed")
+        if isinstance(node, yaml.MappingNode):
+            return Item(self._mapping(node, path), line, path, key_line=key_line)
+        if isinstance(node, yaml.SequenceNode):
+            children = [self.to_item(child, f"{path}[{i}]") for i, child in enumerate(node.value)]
+            return Item(children, line, path, key_line=key_line)
+        try:
+            value = self.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError):  # e.g. `!!int abc`: PyYAML lets these escape
+            kind = node.tag.removeprefix(_STD_TAG)
+            raise Invalid(line, path, f"'{node.value}' is not a valid {kind}") from None
+        return Item(value, line, path, raw=node.value, key_line=key_line)
+
+    def _mapping(self, node: Any, path: str) -> dict[str, Item]:
+        result: dict[str, Item] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            # the key as written: a node called 01 or yes must not become 1 or True
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag in (_NULL_TAG, _ALIAS_TAG):
+                raise Invalid(key_line, path, "mapping keys must be plain strings")
+            key = key_node.value
+            if key in result:
+                reason = f"duplicate key '{key}' (first at line {result[key].key_line})"
+                raise Invalid(key_line, child_path(path, key), reason)
+            result[key] = self.to_item(value_node, child_path(path, key), key_line)
+        return result
+
+
+def parse(text: str) -> Item | None:
+    """The document as an Item tree, or None for an empty document."""
+    loader: _StrictLoader | None = None
+    try:
+        loader = _StrictLoader(text)  # its reader already rejects non-printable characters
+        root = loader.get_single_node()
+        return None if root is None else loader.to_item(root, "")
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        reason = " ".join(str(part) for part in (exc.problem, exc.context and f"({exc.context})") if part)
+        raise Invalid(mark.line + 1 if mark else None, "", f"invalid YAML: {reason}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise Invalid(line, "", f"invalid character #x{exc.character:04x}: {exc.reason}") from None
+    except RecursionError:
+        raise Invalid(None, "", "invalid YAML: nesting is too deep") from None
+    finally:
+        if loader is not None:
+            loader.dispose()

@@ -1,0 +1,207 @@
+"""Pure scalar parsers for the topology file.
+
+Each parser takes the value as written and returns the model's value, or raises ValueError whose
+message is the user-facing reason; the loader attaches the file, line and key path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Any
+
+from netemu.topology.model import IPAddress, IPInterface, IPNetwork
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
+_SYSCTL_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$")
+# only sysctls that live in a per-host namespace (net, ipc): anything else would change the machine
+_NAMESPACED_SYSCTLS = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:ib?|b)?|b)?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MIN_MEMORY = 4 << 20  # below this a host cannot even start its init and a shell
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_PORT_RE = re.compile(r"^(\d+):(\d+)(?:/(tcp|udp))?$")
+# tc(8) syntax, validated here only for format; the kernel judges the values at `up`
+_TC_TIME_RE = re.compile(r"^\d+(\.\d+)?(us|usec|ms|msec|s|sec|secs)$", re.IGNORECASE)
+_TC_PERCENT_RE = re.compile(r"^(\d+(\.\d+)?)%$")
+_TC_RATE_RE = re.compile(r"^\d+(\.\d+)?([kmgt]i?)?(bit|bps)$", re.IGNORECASE)
+IMPAIR_KEYS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate")
+
+
+def name(text: str, what: str, max_len: int) -> str:
+    """Lab, node and network names end up inside kernel object names, hence the tight alphabet."""
+    if not NAME_RE.match(text):
+        raise ValueError(f"invalid {what} name '{text}': use a-z, 0-9 and '-', not '-' first")
+    if len(text) > max_len:
+        raise ValueError(f"{what} name '{text}' is too long ({len(text)} chars, at most {max_len})")
+    return text
+
+
+def iface(text: str) -> str:
+    """A Linux interface name (IFNAMSIZ is 16 including the NUL; dev_valid_name() rules)."""
+    if not 1 <= len(text) <= 15:
+        raise ValueError(f"interface name '{text}' must be 1 to 15 characters long (has {len(text)})")
+    if text in (".", "..") or any(c == "/" or c == ":" or c.isspace() for c in text):
+        raise ValueError(f"invalid interface name '{text}': no '/', ':' or whitespace, not '.' or '..'")
+    if text == "lo":
+        raise ValueError("interface name 'lo' is reserved for the loopback interface")
+    return text
+
+
+def hostname(text: str, max_len: int = 64) -> str:
+    """Dot-separated RFC 1123 labels; 64 is the kernel's UTS nodename limit."""
+    if not text or len(text) > max_len:
+        raise ValueError(f"hostname '{text}' must be 1 to {max_len} characters long")
+    for label in text.split("."):
+        if len(label) > 63 or not _LABEL_RE.match(label):
+            raise ValueError(f"invalid hostname '{text}': labels use a-z, 0-9 and '-', not at either end")
+    return text
+
+
+def env_name(text: str) -> str:
+    if not _ENV_RE.match(text):
+        raise ValueError(f"invalid environment variable name '{text}'")
+    return text
+
+
+def sysctl_name(text: str) -> str:
+    # dots only (no '/'), so the name cannot walk out of /proc/sys when turned into a path
+    if not _SYSCTL_RE.match(text):
+        raise ValueError(f"invalid sysctl name '{text}'")
+    if not text.startswith(_NAMESPACED_SYSCTLS):
+        raise ValueError(f"sysctl '{text}' is not namespaced: would change the machine")
+    return text
+
+
+def ip_address(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"invalid IP address '{text}'") from None
+
+
+def ip_network(text: str) -> IPNetwork:
+    """A CIDR prefix whose host bits are zero; a host route may omit the length."""
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"invalid CIDR '{text}'") from None
+    raise ValueError(f"CIDR '{text}' has host bits set; did you mean '{loose}'?")
+
+
+def ip_interface(text: str, default_prefix: int | None = None) -> IPInterface:
+    """An address with its prefix length; `default_prefix` fills a missing one."""
+    if "/" not in text:
+        ip_address(text)
+        if default_prefix is None:
+            raise ValueError(f"address '{text}' needs a prefix length (e.g. '{text}/24')")
+        text = f"{text}/{default_prefix}"
+    try:
+        addr = ipaddress.ip_interface(text)
+    except ValueError:
+        raise ValueError(f"invalid address '{text}': expected ADDRESS/PREFIX") from None
+    return host_address(addr)
+
+
+def host_address(addr: IPInterface) -> IPInterface:
+    ip = addr.ip
+    if ip.is_loopback or ip.is_multicast or ip.is_unspecified:
+        raise ValueError(f"{ip} is not usable as a host address")
+    net = addr.network
+    if ip.version == 4 and net.prefixlen < 31 and ip in (net.network_address, net.broadcast_address):
+        kind = "network" if ip == net.network_address else "broadcast"
+        raise ValueError(f"{addr} is the {kind} address of {net}, not a host address")
+    return addr
+
+
+def memory(value: Any) -> int:
+    """Bytes, or a size with a binary unit (K=1024): 64M, 1G, 512k."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"invalid memory size '{value}': use bytes or a size like 64M")
+    match = _SIZE_RE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"invalid memory size '{value}': use bytes or a size like 64M, 1G, 512k")
+    size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+    if size < MIN_MEMORY:
+        raise ValueError(f"memory limit '{value}' is too small (at least 4M)")
+    return size
+
+
+def cpus(value: Any) -> float:
+    """A fraction of CPUs, as a number or a numeric string."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"invalid cpus '{value}': expected a positive number like 0.5")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"invalid cpus '{value}': expected a positive number like 0.5") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"invalid cpus '{value}': expected a positive number like 0.5")
+    return number
+
+
+def duration(value: Any) -> float:
+    """Seconds: 30s, 500ms, 2m, 1h, or a plain number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"invalid duration '{value}': use e.g. 30s, 500ms, 2m")
+    match = _DURATION_RE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"invalid duration '{value}': use e.g. 30s, 500ms, 2m")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration '{value}' must be positive")
+    return seconds
+
+
+def port_number(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"port {value} is out of range 1..65535")
+    return value
+
+
+def published_port(text: str) -> str:
+    """HOST:CONTAINER[/tcp|udp], normalised with its protocol (tcp when omitted)."""
+    match = _PORT_RE.match(text)
+    if not match:
+        raise ValueError(f"invalid port '{text}': expected HOST:CONTAINER[/tcp|udp], e.g. 8080:80/tcp")
+    host, inner = port_number(int(match.group(1))), port_number(int(match.group(2)))
+    return f"{host}:{inner}/{match.group(3) or 'tcp'}"
+
+
+def bind(text: str) -> tuple[str, str, bool]:
+    """host_path:container_path[:ro|:rw] -> (source, target, readonly)."""
+    parts = text.split(":")
+    mode = parts.pop() if len(parts) == 3 else "rw"
+    if len(parts) != 2 or mode not in ("ro", "rw"):
+        raise ValueError(f"invalid bind '{text}': expected HOST_PATH:CONTAINER_PATH[:ro|:rw]")
+    for path in parts:
+        if not path.startswith("/"):
+            raise ValueError(f"bind path '{path}' must be absolute")
+        if ".." in path.split("/"):
+            raise ValueError(f"bind path '{path}' must not contain '..'")
+    if parts[1].rstrip("/") == "":
+        raise ValueError("cannot bind over the host's root directory '/'")
+    return parts[0], parts[1], mode == "ro"
+
+
+def impair(key: str, text: str) -> str:
+    """Format-only check of a netem/tbf parameter."""
+    if key in ("delay", "jitter"):
+        if not _TC_TIME_RE.match(text):
+            raise ValueError(f"invalid {key} '{text}': expected a time like 20ms or 1.5s")
+    elif key == "rate":
+        if not _TC_RATE_RE.match(text):
+            raise ValueError(f"invalid rate '{text}': expected a rate like 10mbit or 512kbit")
+    else:
+        match = _TC_PERCENT_RE.match(text)
+        if not match or float(match.group(1)) > 100:
+            raise ValueError(f"invalid {key} '{text}': expected a percentage like 1% or 0.5%")
+    return text

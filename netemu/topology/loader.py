@@ -1,0 +1,452 @@
+"""Topology file -> validated `Topology` (spec section 1). Pure: it never touches the kernel.
+
+Every problem raises `TopologyError(file, line, key_path, reason)`; the first problem found wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from difflib import get_close_matches
+from pathlib import Path
+
+from netemu.errors import TopologyError
+from netemu.topology import _values as values
+from netemu.topology._links import parse_links
+from netemu.topology._tree import Invalid, Item, parse
+from netemu.topology.model import (
+    Bind,
+    Check,
+    IPInterface,
+    IPNetwork,
+    Limits,
+    Link,
+    Network,
+    Node,
+    Route,
+    Topology,
+)
+
+MAX_FILE_BYTES = 4 << 20  # a topology is a few KiB; refuse to feed a huge file to the YAML parser
+TOP_KEYS = ("name", "defaults", "nodes", "networks", "links", "checks")
+NODE_KEYS = (
+    "image", "hostname", "dns", "dns_search", "extra_hosts", "env", "network",
+    "limits", "userns", "sysctls", "routes", "binds", "cmd", "exec", "ports",
+)  # fmt: skip
+DEEP_MERGED = ("limits", "env", "sysctls", "extra_hosts")  # defaults merge into these key by key
+NETWORK_MODES = ("none", "bridge", "host")  # or container:<node>
+NETWORK_KEYS = ("subnet", "gateway", "nat", "uplink", "mtu")
+EXPECTS = ("reachable", "unreachable", "refused")
+PROTOS = ("icmp", "tcp", "udp")
+CHECK_KEYS = ("from", "to", "expect", "proto", "port", "via", "seen_as", "within", "timeout")
+LAB_NAME_MAX = 12  # it prefixes every kernel object name, and interface names stop at 15
+NODE_NAME_MAX = 63
+NETWORK_NAME_MAX = 15  # a bridge is an interface
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+    except OSError as exc:
+        raise TopologyError(str(path), None, "", f"cannot read the file: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise TopologyError(str(path), None, "", f"file is larger than {MAX_FILE_BYTES >> 20} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TopologyError(str(path), line, "", f"not valid UTF-8 (byte 0x{data[exc.start]:02x})") from None
+    return _load(text, str(path), path)
+
+
+def load_topology_text(text: str, filename: str = "<string>") -> Topology:
+    """Validate topology YAML given as a string; `filename` is only used in error messages."""
+    return _load(text, filename, None)
+
+
+def _load(text: str, filename: str, path: Path | None) -> Topology:
+    try:
+        return _topology(parse(text), path)
+    except Invalid as exc:
+        raise TopologyError(filename, exc.line, exc.path, exc.reason) from None
+
+
+def _topology(root: Item | None, path: Path | None) -> Topology:
+    if root is None:
+        raise Invalid(1, "", "the file is empty: expected a mapping with 'name' and 'nodes'")
+    top = root.mapping(TOP_KEYS, required=("name", "nodes"))
+    name = top["name"].convert(lambda text: values.name(text, "lab", LAB_NAME_MAX))
+    nodes = _nodes(top["nodes"], top.get("defaults"))
+    networks = _networks(top.get("networks"), nodes)
+    links = parse_links(top.get("links"), nodes, networks)
+    checks = _checks(top.get("checks"), nodes, links)
+    return Topology(name=name, path=path, nodes=nodes, networks=networks, links=links, checks=checks)
+
+
+# --- nodes ------------------------------------------------------------------------------------
+
+
+def _nodes(item: Item, defaults_item: Item | None) -> dict[str, Node]:
+    defaults = _present(defaults_item.mapping(NODE_KEYS)) if _given(defaults_item) else {}
+    entries = item.mapping()
+    if not entries:
+        item.fail("at least one node is required")
+    nodes: dict[str, Node] = {}
+    fields_of: dict[str, dict[str, Item]] = {}
+    for name, entry in entries.items():
+        _check_name(entry, name, "node", NODE_NAME_MAX)
+        own = _present(entry.mapping(NODE_KEYS)) if _given(entry) else {}
+        fields_of[name] = _merge(defaults, own)
+        nodes[name] = _node(name, entry, fields_of[name])
+    for name, fields in fields_of.items():
+        _check_shared_namespace(nodes, name, fields.get("network", entries[name]))
+    _check_published_ports(nodes, fields_of)
+    return nodes
+
+
+def _given(item: Item | None) -> bool:
+    return item is not None and item.value is not None
+
+
+def _present(fields: dict[str, Item]) -> dict[str, Item]:
+    """A null value means "not set here", so the default (or the built-in one) applies."""
+    return {key: item for key, item in fields.items() if item.value is not None}
+
+
+def _merge(defaults: dict[str, Item], own: dict[str, Item]) -> dict[str, Item]:
+    """Node keys win; the map-valued keys in DEEP_MERGED merge one level deeper."""
+    merged = dict(defaults)
+    for key, item in own.items():
+        base = merged.get(key)
+        if key in DEEP_MERGED and base and isinstance(base.value, dict) and isinstance(item.value, dict):
+            inner = {**base.value, **_present(item.value)}
+            item = Item(inner, item.line, item.path, key_line=item.key_line)
+        merged[key] = item
+    return merged
+
+
+def _node(name: str, entry: Item, fields: dict[str, Item]) -> Node:
+    node = Node(name=name, line=entry.key_line or entry.line)
+    for key, item in fields.items():
+        setattr(node, key, _NODE_PARSERS[key](item))
+    if not node.hostname:
+        try:
+            node.hostname = values.hostname(name)
+        except ValueError:
+            entry.fail(f"node name '{name}' is not a valid hostname; set 'hostname'", at_key=True)
+    _check_host_network(node, fields)
+    return node
+
+
+def _check_name(entry: Item, name: str, what: str, max_len: int) -> None:
+    """Names are mapping keys, so their errors point at the key's line."""
+    try:
+        values.name(name, what, max_len)
+    except ValueError as exc:
+        entry.fail(str(exc), at_key=True)
+
+
+def _check_host_network(node: Node, fields: dict[str, Item]) -> None:
+    """A `network: host` node runs in the machine's network namespace: nothing may change it."""
+    if node.network != "host":
+        return
+    for key in ("routes", "ports"):
+        if getattr(node, key):
+            fields[key].fail(f"'{key}' cannot be used with network: host (it would change the machine)")
+    for key in node.sysctls:
+        if key.startswith("net."):
+            fields["sysctls"].value[key].fail(f"sysctl '{key}' with network: host would change the machine")
+
+
+def _check_shared_namespace(nodes: dict[str, Node], name: str, where: Item) -> None:
+    """container:<node> must name another node, and following the chain must not loop."""
+    chain = [name]
+    current = nodes[name].network
+    while current.startswith("container:"):
+        target = current.removeprefix("container:")
+        if target not in nodes:
+            where.fail(f"network: container:{target} names an unknown node{_suggest(target, nodes)}")
+        if target == name and len(chain) == 1:
+            where.fail("network: container:<node> must name another node")
+        if target in chain:
+            where.fail(f"network: {nodes[name].network} makes a loop ({' -> '.join([*chain, target])})")
+        chain.append(target)
+        current = nodes[target].network
+
+
+def _check_published_ports(nodes: dict[str, Node], fields_of: dict[str, dict[str, Item]]) -> None:
+    """A machine port (and protocol) can be published by one node only."""
+    owners: dict[str, str] = {}
+    for name, fields in fields_of.items():
+        if "ports" not in fields:
+            continue
+        for port, item in zip(nodes[name].ports, fields["ports"].items(), strict=True):
+            outside = port.split(":")[0] + "/" + port.split("/")[1]  # "8080:80/tcp" -> "8080/tcp"
+            if outside in owners:
+                item.fail(f"port {outside} of the machine is already published by {owners[outside]}")
+            owners[outside] = f"node '{name}' (line {item.line})"
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = get_close_matches(name, list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _string(item: Item) -> str:
+    text = item.text()
+    if not text:
+        item.fail("must not be empty")
+    return text
+
+
+def _string_list(item: Item) -> list[str]:
+    return [_string(entry) for entry in item.items()]
+
+
+def _argv(item: Item) -> list[str]:
+    """A string runs through /bin/sh -c; a list is the argv itself."""
+    if isinstance(item.value, list):
+        argv = _string_list(item)
+        if not argv:
+            item.fail("the command must not be empty")
+        return argv
+    return ["/bin/sh", "-c", _string(item)]
+
+
+def _scalar_text(item: Item) -> str:
+    """Env and sysctl values: the text as written, booleans as 1/0 (what /proc/sys expects)."""
+    value = item.scalar()
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    assert item.raw is not None
+    return item.raw
+
+
+def _keyed(item: Item, check_key: Callable[[str], object], convert: Callable[[Item], str]) -> dict[str, str]:
+    """A map whose keys are validated by `check_key` and whose values are converted to strings."""
+    result: dict[str, str] = {}
+    for key, child in item.mapping().items():
+        try:
+            check_key(key)
+        except ValueError as exc:
+            child.fail(str(exc), at_key=True)
+        result[key] = convert(child)
+    return result
+
+
+def _network_mode(item: Item) -> str:
+    mode = _string(item)
+    if mode in NETWORK_MODES or (mode.startswith("container:") and mode != "container:"):
+        return mode
+    item.fail(f"invalid network '{mode}': expected none, bridge, host or container:<node>")
+
+
+def _limits(item: Item) -> Limits:
+    fields = _present(item.mapping(("cpus", "memory", "pids")))
+    cpus = fields["cpus"].convert(values.cpus, typed=True) if "cpus" in fields else None
+    memory = fields["memory"].convert(values.memory, typed=True) if "memory" in fields else None
+    pids = fields["pids"].integer(1, 4_194_304) if "pids" in fields else None  # PID_MAX_LIMIT
+    return Limits(cpus=cpus, memory=memory, pids=pids)
+
+
+def _routes(item: Item) -> list[Route]:
+    return [_route(entry) for entry in item.items()]
+
+
+def _route(item: Item) -> Route:
+    fields = _present(item.mapping(("dst", "via", "dev"), required=("dst",)))
+    dst_text = _string(fields["dst"])
+    dst = None if dst_text == "default" else fields["dst"].convert(values.ip_network)
+    via = fields["via"].convert(values.ip_address) if "via" in fields else None
+    dev = fields["dev"].convert(values.iface) if "dev" in fields else None
+    if via is None and dev is None:
+        item.fail("a route needs 'via', 'dev' or both")
+    if dst is not None and via is not None and dst.version != via.version:
+        fields["via"].fail(f"gateway {via} is IPv{via.version} but destination {dst} is IPv{dst.version}")
+    return Route(dst=str(dst) if dst is not None else "default", via=via, dev=dev)
+
+
+def _bind(item: Item) -> Bind:
+    source, target, readonly = item.convert(values.bind)
+    return Bind(source=source, target=target, readonly=readonly)
+
+
+_NODE_PARSERS = {
+    "image": _string,
+    "hostname": lambda item: item.convert(values.hostname),
+    "dns": lambda item: [str(entry.convert(values.ip_address)) for entry in item.items()],
+    "dns_search": lambda item: [entry.convert(lambda t: values.hostname(t, 253)) for entry in item.items()],
+    "extra_hosts": lambda item: _keyed(
+        item, lambda key: values.hostname(key, 253), lambda child: str(child.convert(values.ip_address))
+    ),
+    "env": lambda item: _keyed(item, values.env_name, _scalar_text),
+    "network": _network_mode,
+    "limits": _limits,
+    "userns": Item.boolean,
+    "sysctls": lambda item: _keyed(item, values.sysctl_name, _scalar_text),
+    "routes": _routes,
+    "binds": lambda item: [_bind(entry) for entry in item.items()],
+    "cmd": _argv,
+    "exec": lambda item: [_argv(entry) for entry in item.items()],
+    "ports": lambda item: [entry.convert(values.published_port) for entry in item.items()],
+}
+
+
+# --- networks ---------------------------------------------------------------------------------
+
+
+def _networks(item: Item | None, nodes: dict[str, Node]) -> dict[str, Network]:
+    if not _given(item):
+        return {}
+    assert item is not None
+    networks: dict[str, Network] = {}
+    uplinks: dict[str, str] = {}
+    for name, entry in item.mapping().items():
+        _check_name(entry, name, "network", NETWORK_NAME_MAX)
+        if name in nodes:
+            entry.fail(f"network '{name}' has the same name as a node", at_key=True)
+        networks[name] = net = _network(name, entry)
+        if net.uplink is not None:
+            if net.uplink in uplinks:
+                owner = uplinks[net.uplink]
+                entry.value["uplink"].fail(f"uplink {net.uplink} already belongs to network '{owner}'")
+            uplinks[net.uplink] = name
+    _check_network_overlaps(item, networks)
+    return networks
+
+
+def _network(name: str, entry: Item) -> Network:
+    fields = _present(entry.mapping(NETWORK_KEYS)) if _given(entry) else {}
+    net = Network(name=name, line=entry.key_line or entry.line)
+    if "subnet" in fields:
+        net.subnets = _subnets(fields["subnet"])
+    if "gateway" in fields:
+        net.gateways = _gateways(fields["gateway"], net.subnets)
+    if "nat" in fields:
+        net.nat = fields["nat"].boolean()
+        if net.nat and not any(subnet.version == 4 for subnet in net.subnets):
+            fields["nat"].fail("nat needs an IPv4 subnet")
+    if "uplink" in fields:
+        net.uplink = fields["uplink"].convert(values.iface)
+    if "mtu" in fields:
+        net.mtu = fields["mtu"].integer(68, 65535)
+        if net.mtu < 1280 and any(subnet.version == 6 for subnet in net.subnets):
+            fields["mtu"].fail(f"mtu {net.mtu} is below 1280, the IPv6 minimum")
+    return net
+
+
+def _one_or_many(item: Item) -> list[Item]:
+    return item.items() if isinstance(item.value, list) else [item]
+
+
+def _subnets(item: Item) -> list[IPNetwork]:
+    subnets: list[IPNetwork] = []
+    for entry in _one_or_many(item):
+        subnet = entry.convert(values.ip_network)
+        if any(other.version == subnet.version for other in subnets):
+            entry.fail(f"more than one IPv{subnet.version} subnet (at most one per IP family)")
+        subnets.append(subnet)
+    return subnets
+
+
+def _gateways(item: Item, subnets: list[IPNetwork]) -> list[IPInterface]:
+    if not subnets:
+        item.fail("a gateway needs a subnet")
+    gateways: list[IPInterface] = []
+    for entry in _one_or_many(item):
+        address = entry.convert(values.ip_address)
+        subnet = next((net for net in subnets if net.version == address.version), None)
+        if subnet is None or address not in subnet:
+            inside = f"subnet {subnet}" if subnet else f"any IPv{address.version} subnet"
+            entry.fail(f"gateway {address} is outside {inside}")
+        if any(gw.version == address.version for gw in gateways):
+            entry.fail(f"more than one IPv{address.version} gateway")
+        gateways.append(entry.convert(lambda text, p=subnet.prefixlen: values.ip_interface(text, p)))
+    return gateways
+
+
+def _check_network_overlaps(item: Item, networks: dict[str, Network]) -> None:
+    """Two bridges holding an address of overlapping subnets would make the machine's routing ambiguous."""
+    seen: list[tuple[str, IPNetwork]] = []
+    for name, net in networks.items():
+        for subnet in net.subnets if net.gateways else []:
+            for other_name, other in seen:
+                # ipaddress does not guard against comparing an IPv4 network with an IPv6 one
+                if subnet.version == other.version and subnet.overlaps(other):  # type: ignore[arg-type]
+                    entry = item.value[name].value["subnet"]
+                    entry.fail(f"subnet {subnet} overlaps {other} of network '{other_name}'")
+            seen.append((name, subnet))
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def _checks(item: Item | None, nodes: dict[str, Node], links: list[Link]) -> list[Check]:
+    if not _given(item):
+        return []
+    assert item is not None
+    ifaces = {(ep.node, ep.iface) for link in links for ep in link.endpoints if not ep.is_network}
+    return [_check(entry, nodes, ifaces) for entry in item.items()]
+
+
+def _node_ref(item: Item, nodes: dict[str, Node]) -> str:
+    name = _string(item)
+    if name not in nodes:
+        item.fail(f"unknown node '{name}'{_suggest(name, nodes)}")
+    return name
+
+
+def _check_target(item: Item, nodes: dict[str, Node], ifaces: set[tuple[str | None, str | None]]) -> str:
+    """An address, a node name, or node:iface (tried in that order: IPv6 addresses contain ':')."""
+    text = _string(item)
+    try:
+        return str(values.ip_address(text))
+    except ValueError:
+        pass
+    node, sep, iface = text.partition(":")
+    if node not in nodes:
+        item.fail(f"unknown node '{node}'{_suggest(node, nodes)} (expected a node, node:iface or an address)")
+    if sep and (node, iface) not in ifaces:
+        item.fail(f"node '{node}' has no interface '{iface}' in links")
+    return text
+
+
+def _check(item: Item, nodes: dict[str, Node], ifaces: set[tuple[str | None, str | None]]) -> Check:
+    fields = _present(item.mapping(CHECK_KEYS, required=("from", "to")))
+    src, dst = _node_ref(fields["from"], nodes), _check_target(fields["to"], nodes, ifaces)
+    check = Check(src=src, dst=dst, line=item.line)
+    for key, allowed in (("expect", EXPECTS), ("proto", PROTOS)):
+        if key in fields:
+            setattr(check, key, _choice(fields[key], allowed))
+    _check_port(check, fields, item)
+    check.via = [_node_ref(entry, nodes) for entry in fields["via"].items()] if "via" in fields else []
+    if "seen_as" in fields:
+        check.seen_as = str(fields["seen_as"].convert(values.ip_address))
+    if "within" in fields:
+        check.within = fields["within"].convert(values.duration, typed=True)
+    if "timeout" in fields:
+        check.timeout = fields["timeout"].convert(values.duration, typed=True)
+    return check
+
+
+def _choice(item: Item, allowed: tuple[str, ...]) -> str:
+    text = _string(item)
+    if text not in allowed:
+        item.fail(f"invalid value '{text}': expected one of {', '.join(allowed)}")
+    return text
+
+
+def _check_port(check: Check, fields: dict[str, Item], item: Item) -> None:
+    if check.proto == "icmp":
+        if "port" in fields:
+            fields["port"].fail("port is not used with proto icmp (set proto: tcp or udp)")
+        if check.expect == "refused":
+            fields["expect"].fail("expect: refused needs proto tcp or udp")
+        return
+    if "port" not in fields:
+        item.fail(f"proto {check.proto} needs a port")
+    check.port = fields["port"].integer(1, 65535)
+
+
+__all__ = ["load_topology", "load_topology_text"]

@@ -1,0 +1,134 @@
+"""The validated topology model: plain dataclasses, no kernel knowledge."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpus: float | None = None  # fraction of one CPU, e.g. 0.5
+    memory: int | None = None  # bytes
+    pids: int | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in (self.cpus, self.memory, self.pids))
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str  # "default" or a CIDR, IPv4 or IPv6
+    via: IPAddress | None = None
+    dev: str | None = None
+
+    @property
+    def is_ipv6(self) -> bool:
+        if self.via is not None:
+            return self.via.version == 6
+        return self.dst != "default" and ":" in self.dst
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str  # path on the machine
+    target: str  # absolute path inside the host
+    readonly: bool = False
+
+
+@dataclass
+class Node:
+    name: str
+    image: str = "host"
+    hostname: str = ""  # filled with the node name by the loader when absent
+    dns: list[str] | None = None  # None: copy the machine's resolv.conf
+    dns_search: list[str] = field(default_factory=list)
+    extra_hosts: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    network: str = "none"  # none | bridge | host | container:<node>
+    limits: Limits = field(default_factory=Limits)
+    userns: bool = False
+    sysctls: dict[str, str] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    binds: list[Bind] = field(default_factory=list)
+    cmd: list[str] | None = None  # argv; a string in the file becomes ["/bin/sh", "-c", s]
+    exec: list[list[str]] = field(default_factory=list)  # same conversion per entry
+    ports: list[str] = field(default_factory=list)
+    line: int | None = None  # where the node is defined, for later error messages
+
+
+@dataclass
+class Network:
+    name: str
+    subnets: list[IPNetwork] = field(default_factory=list)  # dual-stack: one per family
+    gateways: list[IPInterface] = field(default_factory=list)  # bridge's own addresses (with prefix)
+    nat: bool = False
+    uplink: str | None = None
+    mtu: int | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    node: str | None = None  # set for "node:iface"
+    iface: str | None = None
+    network: str | None = None  # set for a bare network name
+
+    @property
+    def is_network(self) -> bool:
+        return self.network is not None
+
+    def __str__(self) -> str:
+        return self.network if self.network is not None else f"{self.node}:{self.iface}"
+
+
+@dataclass
+class Link:
+    endpoints: tuple[Endpoint, Endpoint]
+    # one list per endpoint; the network side of a host-to-bridge link has no addresses
+    addresses: tuple[list[IPInterface], list[IPInterface]] = ((), ())  # type: ignore[assignment]
+    mtu: int | None = None
+    impair: dict[str, str] | None = None
+    line: int | None = None
+
+    def host_endpoints(self) -> list[tuple[Endpoint, list[IPInterface]]]:
+        pairs = zip(self.endpoints, self.addresses, strict=True)
+        return [(ep, addrs) for ep, addrs in pairs if not ep.is_network]
+
+
+@dataclass
+class Check:
+    src: str  # "from" in the file
+    dst: str  # "to"
+    expect: str = "reachable"  # reachable | unreachable | refused
+    proto: str = "icmp"  # icmp | tcp | udp
+    port: int | None = None
+    via: list[str] = field(default_factory=list)
+    seen_as: str | None = None
+    within: float | None = None  # seconds
+    timeout: float | None = None  # seconds
+    line: int | None = None
+
+
+@dataclass
+class Topology:
+    name: str
+    path: Path | None
+    nodes: dict[str, Node]
+    networks: dict[str, Network] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    def node_addresses(self, node: str) -> list[IPInterface]:
+        """Every address of a node, in file order (its 'first address' is [0])."""
+        found: list[IPInterface] = []
+        for link in self.links:
+            for ep, addrs in link.host_endpoints():
+                if ep.node == node:
+                    found.extend(addrs)
+        return found

@@ -1,0 +1,59 @@
+"""Shared fixtures: unique lab names, labs torn down even when a test fails, and the suite's
+final check that nothing netemu made is left on the machine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import kernel_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+NETEMU = [sys.executable, "-m", "netemu.cli"]
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"[:12]
+
+
+def run_cli(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NETEMU, *args], capture_output=True, text=True, input=input, timeout=timeout,
+                          cwd=ROOT)
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """make_lab(topology_dict) -> netemu.Lab; the name is made unique, and every lab is taken
+    down at the end of the test whatever happened."""
+    from netemu import Lab
+    from netemu.runtime import cleanup
+
+    names: list[str] = []
+
+    def _make(topology: dict, up: bool = True) -> object:
+        topology = dict(topology)
+        topology["name"] = unique_name()
+        path = tmp_path / f"{topology['name']}.yaml"
+        path.write_text(yaml.safe_dump(topology, sort_keys=False))
+        names.append(topology["name"])
+        return Lab.up(path) if up else path
+
+    yield _make
+    for name in names:
+        cleanup.remove_lab(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Runs after the whole suite: no netemu netns, link, cgroup, mount, process or state."""
+    yield
+    if not kernel_snapshot.is_root():
+        return
+    left = {k: v for k, v in kernel_snapshot.leftovers().items() if v}
+    assert not left, f"netemu objects left on the machine after the suite: {left}"

@@ -1,0 +1,313 @@
+"""The topology loader: valid files give the expected model, broken ones a located TopologyError."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from netemu.errors import InputError, TopologyError
+from netemu.topology import Topology, load_topology, load_topology_text
+from netemu.topology.graph import build_graph
+from netemu.topology.model import Bind, Endpoint, Limits, Route
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD = ROOT / "tests" / "data" / "bad"
+EXPECT_RE = re.compile(r"^# expect: line (\d+): (.+)$")
+
+
+def load(text: str) -> Topology:
+    return load_topology_text(textwrap.dedent(text), "test.yaml")
+
+
+def iface(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    return ipaddress.ip_interface(text)
+
+
+# --- valid files --------------------------------------------------------------------------------
+
+
+def test_seed_topology_loads() -> None:
+    topo = load_topology(ROOT / "topologies" / "seed.yaml")
+    assert topo.name == "seed"
+    assert topo.path == ROOT / "topologies" / "seed.yaml"
+    assert list(topo.nodes) == ["r1", "r2"]
+    assert all(node.image == "host" and node.hostname == name for name, node in topo.nodes.items())
+    (link,) = topo.links
+    assert link.endpoints == (Endpoint(node="r1", iface="eth0"), Endpoint(node="r2", iface="eth0"))
+    assert link.addresses == ([iface("10.1.0.1/24")], [iface("10.1.0.2/24")])
+    assert link.line == 8
+    (check,) = topo.checks
+    assert (check.src, check.dst, check.expect, check.proto, check.port) == (
+        "r1",
+        "10.1.0.2",
+        "reachable",
+        "icmp",
+        None,
+    )
+    assert topo.node_addresses("r2") == [iface("10.1.0.2/24")]
+
+
+def test_node_defaults_and_builtin_defaults() -> None:
+    topo = load("""
+        name: lab
+        nodes:
+          r1:
+        """)
+    node = topo.nodes["r1"]
+    assert node.image == "host" and node.hostname == "r1" and node.network == "none"
+    assert node.dns is None and node.cmd is None and node.limits == Limits() and not node.userns
+    assert node.line == 4
+
+
+def test_defaults_merge() -> None:
+    topo = load("""
+        name: lab
+        defaults:
+          image: alpine
+          dns: [1.1.1.1]
+          limits: {memory: 64M, pids: 100}
+          env: {A: "1", B: two}
+          sysctls: {net.ipv4.ip_forward: 1}
+          extra_hosts: {db: 10.0.0.9}
+        nodes:
+          r1: {}
+          r2:
+            image: host
+            limits: {cpus: 0.5, pids: 50}
+            env: {B: three, C: 4}
+            sysctls: {net.ipv6.conf.all.forwarding: true}
+            dns: null
+          r3: ~
+        """)
+    r1, r2, r3 = topo.nodes["r1"], topo.nodes["r2"], topo.nodes["r3"]
+    assert r1.image == "alpine" and r1.dns == ["1.1.1.1"] and r1.env == {"A": "1", "B": "two"}
+    assert r1.limits == Limits(memory=64 << 20, pids=100)
+    assert r2.image == "host"
+    assert r2.dns == ["1.1.1.1"], "null means not set here: the default applies"
+    assert r2.limits == Limits(cpus=0.5, memory=64 << 20, pids=50)
+    assert r2.env == {"A": "1", "B": "three", "C": "4"}
+    assert r2.sysctls == {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
+    assert r2.extra_hosts == {"db": "10.0.0.9"}
+    assert r3 == r1.__class__(**{**r1.__dict__, "name": "r3", "hostname": "r3", "line": r3.line})
+
+
+def test_auto_addresses_on_a_network_skip_gateway_and_explicit_ones() -> None:
+    topo = load("""
+        name: lab
+        nodes: {h1: {}, h2: {}, h3: {}}
+        networks:
+          lan0: {subnet: 10.0.0.0/24, gateway: 10.0.0.1, nat: true, mtu: 1400}
+        links:
+          - endpoints: [h1:eth0, lan0]
+            addresses: [auto]
+          - endpoints: [h2:eth0, lan0]
+            addresses: [10.0.0.2]
+          - endpoints: [lan0, h3:eth0]
+            addresses: [null, auto]
+        """)
+    lan0 = topo.networks["lan0"]
+    assert lan0.subnets == [ipaddress.ip_network("10.0.0.0/24")]
+    assert lan0.gateways == [iface("10.0.0.1/24")]
+    assert lan0.nat and lan0.mtu == 1400
+    assert [link.addresses for link in topo.links] == [
+        ([iface("10.0.0.3/24")], []),
+        ([iface("10.0.0.2/24")], []),  # no prefix written: the network's is used
+        ([], [iface("10.0.0.4/24")]),
+    ]
+
+
+def test_dual_stack_network_and_point_to_point() -> None:
+    topo = load("""
+        name: lab
+        nodes: {h1: {}, h2: {}}
+        networks:
+          lan0:
+            subnet: [10.0.0.0/24, "fd00:0:0:1::/64"]
+            gateway: [10.0.0.1, "fd00:0:0:1::1"]
+        links:
+          - endpoints: [h1:eth0, lan0]
+            addresses: [auto]
+          - endpoints: [h1:eth1, h2:eth1]
+            addresses:
+              - [10.1.0.1/30, "fd00::1/64"]
+              - [10.1.0.2/30, "fd00::2/64"]
+            mtu: 1500
+            impair: {delay: 20ms, jitter: 5ms, loss: 1%, rate: 10mbit}
+        """)
+    assert topo.networks["lan0"].gateways == [iface("10.0.0.1/24"), iface("fd00:0:0:1::1/64")]
+    assert topo.links[0].addresses == ([iface("10.0.0.2/24"), iface("fd00:0:0:1::2/64")], [])
+    p2p = topo.links[1]
+    assert p2p.addresses == (
+        [iface("10.1.0.1/30"), iface("fd00::1/64")],
+        [iface("10.1.0.2/30"), iface("fd00::2/64")],
+    )
+    assert p2p.mtu == 1500
+    assert p2p.impair == {"delay": "20ms", "jitter": "5ms", "loss": "1%", "rate": "10mbit"}
+    assert topo.node_addresses("h1")[0] == iface("10.0.0.2/24")
+
+
+def test_commands_are_converted_to_argv() -> None:
+    topo = load("""
+        name: lab
+        nodes:
+          r1:
+            cmd: sleep infinity
+            exec:
+              - ip link set eth0 up
+              - [sysctl, -w, net.ipv4.ip_forward=1]
+          r2:
+            cmd: [/usr/sbin/nginx, -g, daemon off;]
+        """)
+    r1, r2 = topo.nodes["r1"], topo.nodes["r2"]
+    assert r1.cmd == ["/bin/sh", "-c", "sleep infinity"]
+    assert r1.exec == [["/bin/sh", "-c", "ip link set eth0 up"], ["sysctl", "-w", "net.ipv4.ip_forward=1"]]
+    assert r2.cmd == ["/usr/sbin/nginx", "-g", "daemon off;"]
+
+
+@pytest.mark.parametrize(
+    ("written", "size"),
+    [
+        ("64M", 64 << 20),
+        ("1G", 1 << 30),
+        ("4096k", 4 << 20),
+        ("8388608", 8 << 20),
+        ("1.5g", 3 << 29),
+        ("512Mi", 512 << 20),
+    ],
+)
+def test_memory_units(written: str, size: int) -> None:
+    topo = load(f"""
+        name: lab
+        nodes:
+          r1: {{limits: {{memory: {written}, cpus: "0.25", pids: 64}}}}
+        """)
+    assert topo.nodes["r1"].limits == Limits(cpus=0.25, memory=size, pids=64)
+
+
+def test_node_details() -> None:
+    topo = load("""
+        name: lab
+        nodes:
+          web-1:
+            hostname: www.example.org
+            dns: ["2606:4700:4700::1111"]
+            dns_search: [example.org]
+            network: bridge
+            userns: true
+            ports: ["8080:80", "22:22", 5353:53/udp]
+            routes:
+              - {dst: default, via: 10.1.0.254}
+              - {dst: "2001:db8::/32", via: "fe80::1", dev: eth0}
+              - {dst: 10.9.0.7, dev: eth1}
+            binds: [/srv/www:/var/www:ro, /tmp/x:/x]
+          side: {network: "container:web-1"}
+        """)
+    web, side = topo.nodes["web-1"], topo.nodes["side"]
+    assert web.hostname == "www.example.org" and web.dns == ["2606:4700:4700::1111"]
+    assert web.dns_search == ["example.org"] and web.network == "bridge" and web.userns
+    assert web.ports == ["8080:80/tcp", "22:22/tcp", "5353:53/udp"]  # 22:22 is not YAML 1.1 base 60
+    assert web.routes == [
+        Route(dst="default", via=ipaddress.ip_address("10.1.0.254")),
+        Route(dst="2001:db8::/32", via=ipaddress.ip_address("fe80::1"), dev="eth0"),
+        Route(dst="10.9.0.7/32", dev="eth1"),
+    ]
+    assert web.binds == [Bind("/srv/www", "/var/www", True), Bind("/tmp/x", "/x", False)]
+    assert side.network == "container:web-1"
+
+
+def test_checks() -> None:
+    topo = load("""
+        name: lab
+        nodes: {h1: {}, h2: {}, r1: {}}
+        links:
+          - endpoints: [h1:eth0, h2:eth0]
+            addresses: [10.1.0.1/24, "fd00::2/64"]
+        checks:
+          - {from: h1, to: h2}
+          - {from: h1, to: "h2:eth0", proto: tcp, port: 80, expect: refused, timeout: 500ms}
+          - {from: h1, to: "fd00::2", proto: udp, port: 53, expect: unreachable}
+          - {from: h1, to: h2, via: [r1], seen_as: 10.0.0.1, within: 2m}
+          - {from: h1, to: h2, within: 30}
+        """)
+    c = topo.checks
+    assert (c[0].src, c[0].dst, c[0].expect, c[0].proto) == ("h1", "h2", "reachable", "icmp")
+    assert (c[1].dst, c[1].proto, c[1].port, c[1].expect, c[1].timeout) == (
+        "h2:eth0",
+        "tcp",
+        80,
+        "refused",
+        0.5,
+    )
+    assert (c[2].dst, c[2].proto, c[2].port) == ("fd00::2", "udp", 53)
+    assert (c[3].via, c[3].seen_as, c[3].within) == (["r1"], "10.0.0.1", 120.0)
+    assert c[4].within == 30.0
+    assert [check.line for check in c] == [8, 9, 10, 11, 12]
+
+
+def test_graph() -> None:
+    topo = load("""
+        name: lab
+        nodes: {h1: {}, h2: {}}
+        networks: {lan0: {subnet: 10.0.0.0/24}}
+        links:
+          - endpoints: [h1:eth0, lan0]
+            addresses: [auto]
+          - endpoints: [h1:eth1, h2:eth0]
+          - endpoints: [h1:eth2, h2:eth1]
+        """)
+    graph = build_graph(topo)
+    assert dict(graph.nodes(data="kind")) == {"h1": "host", "h2": "host", "lan0": "network"}
+    assert graph.number_of_edges("h1", "h2") == 2
+    edge = graph.edges["h1", "lan0", 0]
+    assert edge["ifaces"] == ("eth0", None)
+    assert edge["addresses"] == ([iface("10.0.0.1/24")], [])
+
+
+def test_text_errors_name_the_given_file() -> None:
+    with pytest.raises(TopologyError) as info:
+        load_topology_text("name: lab\nnodes: {r1: {image: [x]}}\n", "inline.yaml")
+    assert str(info.value) == "inline.yaml:2: nodes.r1.image: expected a string or number, got a list"
+    assert (info.value.file, info.value.line, info.value.key) == ("inline.yaml", 2, "nodes.r1.image")
+    assert isinstance(info.value, InputError) and info.value.exit_code == 2
+
+
+def test_missing_file_is_a_topology_error(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match="cannot read the file"):
+        load_topology(tmp_path / "nope.yaml")
+
+
+def test_alias_bomb_is_refused_quickly() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 40)]
+    with pytest.raises(TopologyError, match="aliases are not allowed"):
+        load_topology_text("\n".join(lines))
+
+
+# --- broken files -------------------------------------------------------------------------------
+
+
+def bad_files() -> list[Path]:
+    return sorted(BAD.glob("*.yaml"))
+
+
+def test_there_are_enough_bad_files() -> None:
+    assert len(bad_files()) >= 25
+
+
+@pytest.mark.parametrize("path", bad_files(), ids=lambda path: path.stem)
+def test_bad_file(path: Path) -> None:
+    first_line = path.read_bytes().split(b"\n", 1)[0].decode()
+    expect = EXPECT_RE.match(first_line)
+    assert expect, f"{path.name}: first line must be '# expect: line N: fragment'"
+    line, fragment = expect.groups()
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    message = str(info.value)
+    assert path.name in message
+    assert f":{line}:" in message
+    assert fragment in message
+    assert "\n" not in message
