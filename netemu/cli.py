@@ -145,7 +145,7 @@ def exec_(interactive: bool, tty: bool, envs: tuple[str, ...], name: str, node: 
         env[key] = value
     record = lab.load_record(name)
     node_env = record["nodes"].get(node, {}).get("extra", {}).get("env", {})
-    sys.exit(execution.replace_process(record, node, argv, env={**node_env, **env}, tty=tty))
+    execution.replace_process(record, node, argv, env={**node_env, **env}, tty=tty)
 
 
 @cli.command()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
-from typing import Any
+from typing import Any, NoReturn
 
 from netemu.errors import LabError
 from netemu.linux import procs
@@ -15,7 +14,7 @@ from netemu.runtime.nodes import DEFAULT_PATH
 
 
 def helper_argv(record: dict[str, Any], node: str, argv: list[str], env: dict[str, str] | None = None,
-                cwd: str | None = None) -> list[str]:
+                cwd: str | None = None, tty: bool = False) -> list[str]:
     info = record["nodes"].get(node)
     if info is None:
         raise LabError(f"lab '{record['name']}' has no node '{node}' (nodes: {', '.join(record['nodes'])})")
@@ -31,6 +30,8 @@ def helper_argv(record: dict[str, Any], node: str, argv: list[str], env: dict[st
         args += ["--env", f"{key}={value}"]
     if cwd:
         args += ["--cwd", cwd]
+    if tty:
+        args.append("--tty")
     return [*args, str(pid), "--", *argv]
 
 
@@ -42,11 +43,9 @@ def run(record: dict[str, Any], node: str, argv: list[str], env: dict[str, str] 
 
 
 def replace_process(record: dict[str, Any], node: str, argv: list[str], env: dict[str, str] | None = None,
-                    tty: bool = False) -> int:
+                    tty: bool = False) -> NoReturn:
     """For `netemu exec`: stdio passes straight through and the exit status is the command's.
-    With a terminal, a new pseudo-terminal is made and relayed, as `docker exec -t` does."""
-    args = helper_argv(record, node, argv, env)
-    if tty:
-        return os.waitstatus_to_exitcode(pty.spawn(args))
+    With `tty`, netemu-init makes a pseudo-terminal inside the host and relays it, as
+    `docker exec -t` does."""
+    args = helper_argv(record, node, argv, env, tty=tty)
     os.execv(args[0], args)
-    raise AssertionError("unreachable")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from netemu.errors import InputError, LabError, LabNotFound, MachineError
+from netemu.errors import InputError, LabError, LabNotFound, MachineError, NetemuError
 from netemu.linux import namespaces, procs, sysctl
 from netemu.linux.initbin import init_binary
 from netemu.linux.netlink import Netlink
@@ -133,6 +133,7 @@ class _Builder:
         self.say = say
         self.running: dict[str, RunningNode] = {}
         self.sockets: dict[int, Netlink] = {}
+        self.lab_hosts = nodes.lab_hosts_entries(topo)
 
     def apply(self) -> None:
         hostsettings.claim(self.topo.name, hostsettings.neighbour_entries(_segment_sizes(self.topo)))
@@ -166,14 +167,14 @@ class _Builder:
     def _launch(self, batch: list[Node]) -> None:
         launches = []
         for node in batch:
-            group, layers = nodes.prepare(self.topo, node)
+            group, layers = nodes.prepare(self.topo, node, self.lab_hosts)
             net, netns_pid = self._net_of(node)
             launches.append((nodes.Launch(self.init, self.topo, node, group, layers, net), netns_pid))
-        errors = []
+        errors: list[NetemuError] = []
         for launch, netns_pid in launches:
-            try:
+            try:  # collect every outcome, so no launch is left unread
                 pid = launch.result()
-            except LabError as e:
+            except NetemuError as e:
                 errors.append(e)
                 continue
             own = netns_pid if netns_pid != -1 else pid

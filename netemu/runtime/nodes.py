@@ -52,7 +52,18 @@ def lower_layers(node: Node, topo: Topology) -> list[str]:
                      "(imported images come with `netemu image import`, not available yet)")
 
 
-def prepare(topo: Topology, node: Node) -> tuple[Cgroup, rootfs.LayerDirs]:
+def lab_hosts_entries(topo: Topology) -> list[tuple[str, str]]:
+    """(name, first address) of every node that has one: the lab's part of each /etc/hosts.
+    Computed once per lab: per node it would make `up` cubic in the number of hosts."""
+    first: dict[str, str] = {}
+    for link in topo.links:
+        for ep, addrs in link.host_endpoints():
+            if addrs and ep.node not in first:
+                first[ep.node] = str(addrs[0].ip)
+    return [(name, first[name]) for name in topo.nodes if name in first]
+
+
+def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> tuple[Cgroup, rootfs.LayerDirs]:
     """The host's cgroup (with its limits) and its writable layer with /etc files injected."""
     group = Cgroup(paths.cgroup_path(topo.name, node.name))
     group.create()
@@ -60,8 +71,7 @@ def prepare(topo: Topology, node: Node) -> tuple[Cgroup, rootfs.LayerDirs]:
     layers = rootfs.LayerDirs(paths.layers_dir(topo.name, node.name))
     layers.create()
     hostname = node.hostname or node.name
-    peers = [(name, str(addrs[0].ip)) for name in topo.nodes if (addrs := topo.node_addresses(name))]
-    peers += list(node.extra_hosts.items())
+    peers = lab_hosts + list(node.extra_hosts.items())
     layers.inject("etc/hostname", hostname + "\n")
     layers.inject("etc/hosts", rootfs.hosts_file(hostname, peers))
     layers.inject("etc/resolv.conf", rootfs.resolv_conf(node.dns, node.dns_search))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,14 @@ def test_cli_up_exec_ps_inspect_down(tmp_path):
     again = run_cli("down", name)
     assert again.returncode == 0, "down is idempotent"
     assert name not in run_cli("ps").stdout
+
+
+def test_exec_it_gives_a_terminal(seed):
+    script = shutil.which("script")
+    if script is None:
+        pytest.skip("script (bsdutils) is needed to play a terminal")
+    command = f"{sys.executable} -m netemu.cli exec -it {seed.name} r1"
+    result = subprocess.run([script, "-qec", command, "/dev/null"], input="hostname; test -t 0 && echo TTY\nexit 5\n",
+                            capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert result.returncode == 5
+    assert "r1" in result.stdout and "TTY" in result.stdout

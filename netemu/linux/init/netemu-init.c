@@ -3,6 +3,7 @@
  *
  *   netemu-init run  [options] -- [CMD...]   start a host: new namespaces, overlay root, PID 1
  *   netemu-init exec [options] PID -- CMD... run CMD inside host PID: its namespaces and cgroups
+ *                                            (--cgroup P, --env K=V, --cwd DIR, --tty)
  *
  * It is a static C program so that a host costs one small process (no interpreter),
  * and so that an image with no libc or shell still gets a working PID 1.
@@ -39,10 +40,17 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
+#include <poll.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define MAX_LIST 256
+
+static void copy_winsize(int master);
+static void attach_terminal(int master);
+static int relay(pid_t pid, int sfd, int master);
 
 static int status_fd = -1;
 
@@ -428,7 +436,7 @@ static int cmd_exec(int argc, char **argv)
     struct list cgroups = {0}, envs = {0};
     const char *cwd = "/";
     char **cmd = NULL, path[256];
-    int target = 0, i, fds[7], rootfd;
+    int target = 0, i, fds[7], rootfd, tty = 0;
 
     for (i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -438,6 +446,10 @@ static int cmd_exec(int argc, char **argv)
         }
         if (a[0] != '-') {
             target = atoi(a);
+            continue;
+        }
+        if (!strcmp(a, "--tty")) {
+            tty = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -484,37 +496,135 @@ static int cmd_exec(int argc, char **argv)
 
     sigset_t fwd, old;
     sigemptyset(&fwd);
-    int fwd_sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+    int fwd_sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
     for (i = 0; i < (int)(sizeof fwd_sigs / sizeof *fwd_sigs); i++)
         sigaddset(&fwd, fwd_sigs[i]);
-    sigaddset(&fwd, SIGCHLD);
     sigprocmask(SIG_BLOCK, &fwd, &old);
+    int sfd = signalfd(-1, &fwd, SFD_CLOEXEC);
+    if (sfd < 0)
+        DIE("signalfd: %s", strerror(errno));
+
+    /* With --tty the terminal is made inside the host (its own devpts), as docker exec -t does,
+     * so the shell owns a controlling terminal of the host and job control works. */
+    int master = -1;
+    if (tty) {
+        master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
+            DIE("open a pseudo-terminal in the host: %s", strerror(errno));
+        copy_winsize(master);
+    }
     pid_t pid = fork();
     if (pid < 0)
         DIE("fork: %s", strerror(errno));
     if (pid == 0) {
         sigprocmask(SIG_SETMASK, &old, NULL);
+        if (tty)
+            attach_terminal(master);
         execvpe(cmd[0], cmd, envp);
         fprintf(stderr, "netemu exec: %s: %s\n", cmd[0], strerror(errno));
         _exit(errno == ENOENT ? 127 : 126);
     }
-    for (;;) {
-        siginfo_t si;
-        int sig = sigwaitinfo(&fwd, &si);
-        if (sig < 0)
+    struct termios saved;
+    int raw = tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (raw) {
+        struct termios t = saved;
+        cfmakeraw(&t);
+        tcsetattr(STDIN_FILENO, TCSANOW, &t);
+    }
+    int status = relay(pid, sfd, master);
+    if (raw)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    return status;
+}
+
+static void copy_winsize(int master)
+{
+    struct winsize ws;
+    if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0)
+        ioctl(master, TIOCSWINSZ, &ws);
+}
+
+static void attach_terminal(int master)
+{
+    char *name = ptsname(master);
+    if (!name || setsid() < 0)
+        _exit(126);
+    int slave = open(name, O_RDWR);
+    if (slave < 0 || ioctl(slave, TIOCSCTTY, 0) < 0)
+        _exit(126);
+    dup2(slave, 0);
+    dup2(slave, 1);
+    dup2(slave, 2);
+    if (slave > 2)
+        close(slave);
+}
+
+static int write_all(int fd, const char *buf, ssize_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, buf, (size_t)n);
+        if (w < 0 && errno == EINTR)
             continue;
-        if (sig != SIGCHLD) {
-            kill(pid, sig);
-            continue;
+        if (w <= 0)
+            return -1;
+        buf += w;
+        n -= w;
+    }
+    return 0;
+}
+
+/* Forward signals to the command and, with a terminal, copy bytes both ways until it exits. */
+static int relay(pid_t pid, int sfd, int master)
+{
+    struct pollfd fds[3] = {{sfd, POLLIN, 0}, {master, POLLIN, 0}, {master >= 0 ? STDIN_FILENO : -1, POLLIN, 0}};
+    char buf[8192];
+    int status = 0, done = 0;
+
+    while (!done) {
+        if (poll(fds, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
         }
-        int status;
-        pid_t p = waitpid(pid, &status, WNOHANG);
-        if (p == pid) {
-            if (WIFEXITED(status))
-                return WEXITSTATUS(status);
-            return 128 + WTERMSIG(status);
+        if (fds[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                if (si.ssi_signo == SIGCHLD) {
+                    if (waitpid(pid, &status, WNOHANG) == pid)
+                        done = 1;
+                } else if (si.ssi_signo == SIGWINCH && master >= 0) {
+                    copy_winsize(master);
+                } else {
+                    kill(pid, (int)si.ssi_signo);
+                }
+            }
+        }
+        if (fds[1].revents & (POLLIN | POLLHUP)) {
+            ssize_t n = read(master, buf, sizeof buf);
+            if (n > 0)
+                write_all(STDOUT_FILENO, buf, n);
+            else
+                fds[1].fd = -1; /* EIO: every slave is closed */
+        }
+        if (fds[2].revents & (POLLIN | POLLHUP)) {
+            ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+            if (n > 0) {
+                write_all(master, buf, n);
+            } else {
+                write_all(master, "\x04", 1); /* end of input: the terminal's EOF */
+                fds[2].fd = -1;
+            }
         }
     }
+    /* The command is gone: drain what it wrote last. */
+    if (master >= 0) {
+        ssize_t n;
+        while ((n = read(master, buf, sizeof buf)) > 0)
+            write_all(STDOUT_FILENO, buf, n);
+    }
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
 }
 
 int main(int argc, char **argv)
