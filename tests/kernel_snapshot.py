@@ -52,7 +52,7 @@ def processes() -> set[str]:
         except OSError:
             continue
         if "netemu-init" in cmdline and " run " in cmdline and stat != "Z":
-            found.add(f"{entry.name} {cmdline[:80]}")
+            found.add(f"{entry.name} {cmdline}")
     return found
 
 
