@@ -143,9 +143,7 @@ def exec_(interactive: bool, tty: bool, envs: tuple[str, ...], name: str, node: 
         if not sep:
             raise InputError(f"--env {item}: expected KEY=VALUE")
         env[key] = value
-    record = lab.load_record(name)
-    node_env = record["nodes"].get(node, {}).get("extra", {}).get("env", {})
-    execution.replace_process(record, node, argv, env={**node_env, **env}, tty=tty)
+    execution.replace_process(lab.load_record(name), node, argv, env=env, tty=tty)
 
 
 @cli.command()
@@ -165,6 +163,66 @@ def clean(fmt: str) -> None:
     for name, r in removed.items():
         click.echo(f"removed lab '{name}': {r.processes} processes, {len(r.links)} links, "
                    f"{len(r.netns)} netns names, {len(r.cgroups)} cgroups, {len(r.directories)} directories")
+
+
+@cli.group()
+def image() -> None:
+    """The image store: `docker save` archives and OCI image layouts."""
+
+
+@image.command(name="import")
+@click.argument("file", type=click.Path())
+@click.option("--name", help="Name of the image (default: its tag in the archive, else the file's name).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def image_import(file: str, name: str | None, quiet: bool) -> None:
+    """Import FILE: a docker save archive, or an OCI image layout (tar or directory)."""
+    from netemu.linux import images
+    from netemu.runtime.lab import require_root
+
+    require_root()
+    for info in images.import_archive(file, name, progress=_progress(quiet)):
+        click.echo(f"imported {info.name} ({info.short_id}, {len(info.layers)} layers, {_size(info.size)})")
+
+
+@image.command(name="ls")
+@click.option("--format", "fmt", type=FORMATS, default="table")
+def image_ls(fmt: str) -> None:
+    """List the imported images."""
+    from dataclasses import asdict
+
+    from netemu.linux import images
+
+    infos = images.list_images()
+    if fmt == "json":
+        _emit_json([asdict(i) for i in infos])
+        return
+    _table(["NAME", "IMAGE ID", "SIZE", "LAYERS"],
+           [(i.name, i.short_id, _size(i.size), str(len(i.layers))) for i in infos])
+
+
+@image.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+def image_rm(names: tuple[str, ...]) -> None:
+    """Remove images, and every layer no other image uses; refused while a lab uses one."""
+    from netemu.linux import images
+    from netemu.runtime.lab import require_root
+    from netemu.runtime.nodes import labs_using_image
+
+    require_root()
+    for name in names:
+        freed = images.remove_image(name, in_use=labs_using_image)
+        click.echo(f"removed {name} ({len(freed)} layers freed)")
+
+
+def _size(n: float) -> str:
+    """Sizes as `docker images` shows them (powers of 1000)."""
+    if n < 1000:
+        return f"{n:.0f}B"
+    for unit in ("kB", "MB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f}{unit}"
+    return f"{n / 1000:.1f}GB"
 
 
 def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:

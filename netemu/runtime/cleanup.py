@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from netemu.linux import namespaces, procs, rootfs
 from netemu.linux.cgroups import Cgroup
 from netemu.linux.netlink import ALIAS_PREFIX, Netlink
-from netemu.runtime import hostsettings, paths, state
+from netemu.runtime import firewall, hostsettings, paths, pools, state
 
 log = logging.getLogger(__name__)
 
@@ -23,18 +23,22 @@ class Removed:
 
     processes: int = 0
     links: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
     directories: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.processes or self.links or self.netns or self.cgroups or self.directories)
+        return not (self.processes or self.links or self.tables or self.netns or self.cgroups
+                    or self.directories)
 
 
 def remove_lab(lab: str) -> Removed:
     removed = Removed()
     _kill_processes(lab, removed)
     _remove_links(lab, removed)
+    if firewall.remove(lab):
+        removed.tables.append(firewall.table_name(lab))
     for name in namespaces.netns_names(paths.netns_prefix(lab)):
         namespaces.unname_netns(name)
         removed.netns.append(name)
@@ -48,6 +52,7 @@ def remove_lab(lab: str) -> Removed:
         rootfs.LayerDirs(layers).remove()
         removed.directories.append(str(layers))
     hostsettings.release(lab)
+    pools.release(lab)
     if paths.state_dir(lab).exists():
         state.remove(lab)
         removed.directories.append(str(paths.state_dir(lab)))
@@ -89,6 +94,7 @@ def owned_lab_names() -> set[str]:
             lab = paths.lab_of_alias(link.alias)
             if lab:
                 names.add(lab)
+    names.update(firewall.owned_labs())
     if paths.LABS_LIB_DIR.is_dir():
         names.update(p.name for p in paths.LABS_LIB_DIR.iterdir() if p.is_dir())
     return names

@@ -21,7 +21,9 @@ def helper_argv(record: dict[str, Any], node: str, argv: list[str], env: dict[st
     pid = info["pid"]
     if not (procs.alive(pid) and procs.start_time(pid) == info.get("start_time")):
         raise LabError(f"node '{node}' of lab '{record['name']}' is not running")
-    full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "xterm")}
+    full_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "xterm"),
+                "HOSTNAME": info.get("extra", {}).get("hostname", node)}
+    full_env.update(info.get("extra", {}).get("env", {}))  # the node's `env`, as for its cmd
     full_env.update(env or {})
     args = [str(init_binary()), "exec"]
     for procs_file in Cgroup(info["cgroup"]).procs_files():

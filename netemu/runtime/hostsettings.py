@@ -1,5 +1,8 @@
 """Machine-wide sysctls that labs need raised, restored when the last lab that needed them goes.
 
+Two of them: IPv4 forwarding, which NAT networks and published ports need (as Docker turns it
+on for docker0), and the neighbour-table thresholds.
+
 The neighbour (ARP/NDP) table is shared by all network namespaces and its garbage collector
 starts refusing entries at gc_thresh3 (1024 by default): a lab of a few hundred hosts
 overflows it and pings fail. Each lab records its need; the machine keeps the largest sum,
@@ -18,7 +21,7 @@ from netemu.linux import sysctl
 from netemu.runtime import paths
 
 LEDGER = "host-sysctls.json"
-NEIGH_KEYS = [f"net.{fam}.neigh.default.gc_thresh{i}" for fam in ("ipv4", "ipv6") for i in (1, 2, 3)]
+FORWARDING = "net.ipv4.ip_forward"
 
 
 @contextmanager
@@ -56,10 +59,10 @@ def thresholds_for(entries: int) -> dict[str, int]:
     return values
 
 
-def claim(lab: str, entries: int) -> None:
-    """Record the lab's need and raise the machine's thresholds if it exceeds them."""
+def claim(lab: str, entries: int, forwarding: bool = False) -> None:
+    """Record the lab's needs and raise the machine's settings where they fall short."""
     with _ledger() as data:
-        data["labs"][lab] = entries
+        data["labs"][lab] = {"neigh": entries, "forward": forwarding}
         _apply(data)
 
 
@@ -76,7 +79,9 @@ def release(lab: str, live_labs: set[str] | None = None) -> None:
 
 
 def _apply(data: dict[str, Any]) -> None:
-    wanted = thresholds_for(sum(data["labs"].values()))
+    wanted = thresholds_for(sum(need["neigh"] for need in data["labs"].values()))
+    if any(need["forward"] for need in data["labs"].values()):
+        wanted[FORWARDING] = 1
     for key, value in wanted.items():
         current = int(sysctl.read(key))
         if value > current:

@@ -18,7 +18,7 @@ from netemu.errors import InputError, LabError, LabNotFound, MachineError, Netem
 from netemu.linux import namespaces, procs, sysctl
 from netemu.linux.initbin import init_binary
 from netemu.linux.netlink import Netlink
-from netemu.runtime import cleanup, execution, hostsettings, nodes, paths, state
+from netemu.runtime import cleanup, execution, firewall, hostsettings, nodes, paths, plan, state
 from netemu.runtime.nodes import RunningNode
 from netemu.topology.model import Link, Node, Topology
 
@@ -50,15 +50,10 @@ def _unsupported(topo: Topology) -> None:
         where = f"{topo.path}:{node.line}" if node.line else str(topo.path)
         if node.userns:
             raise InputError(f"{where}: nodes.{node.name}.userns: user namespaces are not supported yet")
-        if node.ports:
-            raise InputError(f"{where}: nodes.{node.name}.ports: published ports are not supported yet")
-        if node.network == "bridge":
-            raise InputError(f"{where}: nodes.{node.name}.network: the default NAT bridge is not supported "
-                             "yet (declare a network and a link to it)")
     for net in topo.networks.values():
         where = f"{topo.path}:{net.line}" if net.line else str(topo.path)
-        if net.nat or net.uplink:
-            raise InputError(f"{where}: networks.{net.name}: nat and uplink are not supported yet")
+        if net.uplink:
+            raise InputError(f"{where}: networks.{net.name}: uplink is not supported yet")
     for link in topo.links:
         if link.impair:
             raise InputError(f"{topo.path}:{link.line}: links: impair is not supported yet")
@@ -78,6 +73,9 @@ def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
         record = _initial_record(topo)
         state.write(topo.name, record)
         try:
+            topo = plan.expand(topo)
+            record["planned_links"] = _planned_links(topo)  # now with the default bridge's
+            state.write(topo.name, record)
             _Builder(topo, init, record, say).apply()
         except BaseException:
             say("failed: removing what was created")
@@ -136,13 +134,18 @@ class _Builder:
         self.lab_hosts = nodes.lab_hosts_entries(topo)
 
     def apply(self) -> None:
-        hostsettings.claim(self.topo.name, hostsettings.neighbour_entries(_segment_sizes(self.topo)))
+        needs_forwarding = any(n.nat for n in self.topo.networks.values()) or any(
+            n.ports for n in self.topo.nodes.values())
+        hostsettings.claim(self.topo.name, hostsettings.neighbour_entries(_segment_sizes(self.topo)),
+                           forwarding=needs_forwarding)
         try:
             self._start_nodes()
             self._configure_namespaces()
             self._create_bridges()
             self._create_links()
             self._configure_hosts()
+            if firewall.apply(self.topo):
+                self.record["nftables"] = firewall.table_name(self.topo.name)
             self._start_commands()
             self._run_exec_commands()
         finally:
@@ -277,7 +280,7 @@ class _Builder:
     # programs ------------------------------------------------------------------------------
     def _start_commands(self) -> None:
         for node in self.topo.nodes.values():
-            if node.cmd:
+            if nodes.command(node):  # the node's cmd, or its image's Entrypoint/Cmd
                 os.kill(self.running[node.name].pid, signal.SIGUSR1)
 
     def _run_exec_commands(self) -> None:

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from netemu.errors import InputError, LabError, MachineError
-from netemu.linux import procs, rootfs
+from netemu.linux import images, procs, rootfs
 from netemu.linux.cgroups import Cgroup
-from netemu.runtime import paths
+from netemu.runtime import paths, state
 from netemu.topology.model import Node, Topology
 
 START_TIMEOUT = 30.0
@@ -35,21 +35,69 @@ class RunningNode:
 
 
 def base_env(node: Node) -> dict[str, str]:
+    """The environment of the node's programs: defaults, then the image's Env, then the node's `env`."""
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": node.hostname or node.name, "TERM": "xterm"}
+    info = image_of(node)
+    for item in info.env if info else []:
+        key, sep, value = item.partition("=")
+        if sep:
+            env[key] = value
     env.update(node.env)
     return env
 
 
+def image_of(node: Node) -> images.ImageInfo | None:
+    """The imported image a node runs on; None for `host` and for directories. A value that starts
+    with `.` or `/` is always a path; any other is looked up in the store first."""
+    if node.image == "host" or node.image.startswith((".", "/", "~")):
+        return None
+    return images.find_image(node.image)
+
+
+def command(node: Node) -> list[str] | None:
+    """The host's main program, Docker's way: the image's Entrypoint, then the node's `cmd` or else
+    the image's Cmd."""
+    info = image_of(node)
+    if info is None:
+        return node.cmd
+    return [*(info.entrypoint or []), *(node.cmd or info.cmd or [])] or None
+
+
+# The whole overlay option string must fit the page that mount(2) copies.
+MOUNT_DATA_MAX = 3500
+
+
 def lower_layers(node: Node, topo: Topology) -> list[str]:
+    """Overlay lower directories, top first: the machine's `/`, a directory, or an image's layers."""
     if node.image == "host":
         return ["/"]
-    path = Path(node.image)
+    info = image_of(node)
+    if info is not None:
+        layers = [str(d) for d in images.layer_dirs(info)]
+        if len(":".join(layers)) > MOUNT_DATA_MAX:
+            raise InputError(f"node {node.name}: image '{info.name}' has too many layers ({len(layers)}) "
+                             "for one overlay mount")
+        return layers
+    path = Path(node.image).expanduser()
     if not path.is_absolute() and topo.path is not None:
         path = topo.path.parent / path
     if path.is_dir():
         return [str(path.resolve())]
-    raise InputError(f"node {node.name}: image '{node.image}' is not 'host' nor a directory "
-                     "(imported images come with `netemu image import`, not available yet)")
+    if node.image.startswith((".", "/", "~")):
+        raise InputError(f"node {node.name}: image '{node.image}': no such directory ({path})")
+    images.get_image(node.image)  # raises, naming the images there are
+    raise InputError(f"node {node.name}: image '{node.image}' not found")
+
+
+def labs_using_image(name: str) -> list[str]:
+    """Labs with a node on image `name`, whatever their state: a stopped node restarts on it."""
+    users = []
+    for lab in state.lab_names():
+        record = state.read(lab) or {}
+        refs = {str(info.get("extra", {}).get("image", "")) for info in record.get("nodes", {}).values()}
+        if any((found := images.find_image(ref)) is not None and found.name == name for ref in refs):
+            users.append(lab)
+    return users
 
 
 def lab_hosts_entries(topo: Topology) -> list[tuple[str, str]]:
@@ -102,8 +150,12 @@ class Launch:
             argv += ["--bind", f"{bind.source}:{bind.target}:{'ro' if bind.readonly else 'rw'}"]
         for key, value in base_env(node).items():
             argv += ["--env", f"{key}={value}"]
-        if node.cmd:
-            argv += ["--", *node.cmd]
+        image = image_of(node)
+        if image is not None and image.working_dir:
+            argv += ["--cwd", image.working_dir]
+        cmd = command(node)
+        if cmd:
+            argv += ["--", *cmd]
         with open(self.console, "ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          pass_fds=(write_fd,), start_new_session=True)

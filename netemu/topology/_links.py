@@ -18,7 +18,7 @@ from netemu.topology._tree import Item
 from netemu.topology.model import Endpoint, IPAddress, IPInterface, IPNetwork, Link, Network, Node
 
 LINK_KEYS = ("endpoints", "addresses", "mtu", "impair")
-P2P_AUTO = "auto addresses on point-to-point links are not supported yet (networks only)"
+P2P_AUTO = "auto on a point-to-point link must be on both ends (a fresh /30 from the lab pool)"
 IPV6_MIN_MTU = 1280
 
 
@@ -151,7 +151,9 @@ def _explicit_addresses(draft: _Draft, networks: dict[str, Network], claims: _Cl
         if entry is None:
             continue
         if _is_auto(entry):
-            if draft.network_of(index, networks) is None:
+            # Point-to-point auto: both ends, filled at `up` from a pool shared by all labs.
+            other = draft.entries[1 - index]
+            if draft.network_of(index, networks) is None and (other is None or not _is_auto(other)):
                 entry.fail(P2P_AUTO)
             continue
         network = draft.network_of(index, networks)
@@ -200,7 +202,8 @@ def _auto_addresses(draft: _Draft, networks: dict[str, Network], claims: _Claims
         if entry is None or not _is_auto(entry):
             continue
         network = draft.network_of(index, networks)
-        assert network is not None  # point-to-point auto was refused in the explicit pass
+        if network is None:
+            continue  # point-to-point: settled at `up` (Link.auto_p2p)
         if not network.subnets:
             entry.fail(f"network '{network.name}' has no subnet to take an auto address from")
         for subnet in network.subnets:
@@ -216,10 +219,13 @@ def _finish(draft: _Draft) -> Link:
     has_v6 = any(address.version == 6 for addresses in draft.addresses for address in addresses)
     if draft.mtu is not None and draft.mtu < IPV6_MIN_MTU and has_v6:
         draft.item.value["mtu"].fail(f"mtu {draft.mtu} is below {IPV6_MIN_MTU}, the IPv6 minimum")
+    auto_p2p = not any(ep.is_network for ep in draft.endpoints) and all(
+        entry is not None and _is_auto(entry) for entry in draft.entries)
     return Link(
         endpoints=draft.endpoints,
         addresses=draft.addresses,
         mtu=draft.mtu,
         impair=draft.impair,
         line=draft.item.line,
+        auto_p2p=auto_p2p,
     )

@@ -95,6 +95,7 @@ class Link:
     mtu: int | None = None
     impair: dict[str, str] | None = None
     line: int | None = None
+    auto_p2p: bool = False  # `auto` on both ends: a /30 from the machine-wide pool at `up`
 
     def host_endpoints(self) -> list[tuple[Endpoint, list[IPInterface]]]:
         pairs = zip(self.endpoints, self.addresses, strict=True)

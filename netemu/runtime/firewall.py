@@ -1,0 +1,94 @@
+"""The lab's nftables table: masquerade for `nat: true` networks (the docker0 rule) and DNAT for
+published `ports`. One table per lab, netemu-LAB, removed whole by `down`."""
+
+from __future__ import annotations
+
+from netemu.errors import InputError
+from netemu.linux import nftables
+from netemu.runtime import paths
+from netemu.topology.model import Topology
+
+
+def table_name(lab: str) -> str:
+    return f"{nftables.TABLE_PREFIX}{lab}"
+
+
+def ruleset(topo: Topology) -> str | None:
+    """The table's script, or None when the lab needs no rule."""
+    masquerade = _masquerade_rules(topo)
+    dnat = _dnat_rules(topo)
+    if not masquerade and not dnat:
+        return None
+    lines = [f"table inet {table_name(topo.name)} {{", f'  comment "netemu:{topo.name}"']
+    if masquerade:
+        lines += ["  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;",
+                  *[f"    {rule}" for rule in masquerade], "  }"]
+    if dnat:
+        # Output catches connections the machine itself makes to its own address (the named
+        # priority "dstnat" is only accepted on prerouting; -100 is its value).
+        for chain in ("prerouting", "output"):
+            lines += [f"  chain {chain} {{", f"    type nat hook {chain} priority -100; policy accept;",
+                      *[f"    {rule}" for rule in dnat], "  }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _masquerade_rules(topo: Topology) -> list[str]:
+    rules = []
+    for net in topo.networks.values():
+        if not net.nat:
+            continue
+        bridge = paths.bridge_name(topo.name, net.name)
+        for subnet in net.subnets:
+            family = "ip" if subnet.version == 4 else "ip6"
+            rules.append(f'{family} saddr {subnet} oifname != "{bridge}" masquerade')
+    return rules
+
+
+def _dnat_rules(topo: Topology) -> list[str]:
+    rules = []
+    for node in topo.nodes.values():
+        if not node.ports:
+            continue
+        target = _reachable_address(topo, node.name)
+        for spec in node.ports:
+            mapping, _, proto = spec.partition("/")
+            outer, _, inner = mapping.partition(":")
+            rules.append(f"fib daddr type local {proto or 'tcp'} dport {outer} dnat ip to {target}:{inner}")
+    return rules
+
+
+def _reachable_address(topo: Topology, node: str) -> str:
+    """The node's IPv4 address on a network whose bridge the machine has an address on."""
+    for link in topo.links:
+        nets = [ep.network for ep in link.endpoints if ep.is_network]
+        if not nets or not topo.networks[nets[0]].gateways:
+            continue
+        for ep, addrs in link.host_endpoints():
+            v4 = [a for a in addrs if a.version == 4]
+            if ep.node == node and v4:
+                return str(v4[0].ip)
+    raise InputError(f"{topo.path}:{topo.nodes[node].line}: nodes.{node}.ports: published ports need the node "
+                     "on a network with a gateway (for example `network: bridge`)")
+
+
+def apply(topo: Topology) -> bool:
+    script = ruleset(topo)
+    if script is None:
+        return False
+    nftables.load(script)
+    return True
+
+
+def remove(lab: str) -> bool:
+    name = table_name(lab)
+    for family, table in nftables.tables():
+        if table == name:
+            nftables.delete_table(family, table)
+            return True
+    return False
+
+
+def owned_labs() -> set[str]:
+    return {t.removeprefix(nftables.TABLE_PREFIX) for _, t in nftables.tables()
+            if t.startswith(nftables.TABLE_PREFIX)}

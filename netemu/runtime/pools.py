@@ -1,0 +1,88 @@
+"""Address pools shared by every lab on the machine: subnets for default bridges and for
+point-to-point links with `auto` addresses.
+
+A ledger under /run/netemu (guarded by flock) records which lab holds which subnet, so labs
+side by side never collide; a subnet the machine already routes is never handed out."""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from netemu.errors import MachineError
+from netemu.linux.netlink import Netlink
+from netemu.runtime import paths
+
+LEDGER = "pools.json"
+# Docker's default-address-pools idea: bridges take /24s from 172.30.0.0/16; point-to-point
+# links take /30s out of a per-lab block of the shared address space (RFC 6598).
+BRIDGE_POOL = ipaddress.ip_network("172.30.0.0/16")
+P2P_POOL = ipaddress.ip_network("100.64.0.0/10")
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@contextmanager
+def _ledger() -> Iterator[dict[str, Any]]:
+    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    path = paths.RUN_DIR / LEDGER
+    fd = os.open(paths.RUN_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        yield data
+        if data:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        else:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _machine_networks() -> list[Net]:
+    """Subnets the machine already uses: its addresses and its routes."""
+    used: list[Net] = []
+    with Netlink() as nl:
+        for addrs in nl.addresses().values():
+            used += [ipaddress.ip_interface(a).network for a in addrs]
+        for route in nl.routes():
+            if route["dst"] != "default":
+                used.append(ipaddress.ip_network(str(route["dst"]), strict=False))
+    return used
+
+
+def claim(lab: str, pool: Net, prefixlen: int, count: int, avoid: list[Net]) -> list[Net]:
+    """Take `count` subnets of /prefixlen from `pool` for `lab`, clear of other labs, of the
+    machine's networks and of `avoid` (the lab's own explicit subnets)."""
+    if count == 0:
+        return []
+    with _ledger() as data:
+        taken = [ipaddress.ip_network(n) for nets in data.values() for n in nets]
+        busy = taken + _machine_networks() + avoid
+        chosen: list[Net] = []
+        for candidate in pool.subnets(new_prefix=prefixlen):
+            if not any(candidate.overlaps(b) for b in busy):
+                chosen.append(candidate)
+                if len(chosen) == count:
+                    break
+        if len(chosen) < count:
+            raise MachineError(f"address pool {pool} is exhausted (another lab or the machine uses it)")
+        data.setdefault(lab, []).extend(str(n) for n in chosen)
+        return chosen
+
+
+def release(lab: str) -> None:
+    with _ledger() as data:
+        data.pop(lab, None)
+
+
+def held_by(lab: str) -> list[str]:
+    with _ledger() as data:
+        return list(data.get(lab, []))
