@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 NETEMU := $(VENV)/bin/netemu
 # Debian packages netemu and its tests use: Python, a C compiler and static libc (netemu-init),
 # iproute2, ping, nftables, procps, util-linux (setpriv, nsenter), kmod.
-DEB_PACKAGES := python3 python3-venv python3-pip gcc libc6-dev make iproute2 iputils-ping nftables \
+DEB_PACKAGES := python3 python3-venv python3-pip gcc libc6-dev make iproute2 iputils-ping nftables busybox-static \
 	procps util-linux kmod
 
 .PHONY: all deps venv run test lint unit bench clean-labs

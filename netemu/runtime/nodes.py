@@ -37,11 +37,14 @@ class RunningNode:
 def base_env(node: Node) -> dict[str, str]:
     """The environment of the node's programs: defaults, then the image's Env, then the node's `env`."""
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": node.hostname or node.name, "TERM": "xterm"}
+    env.update(node_env(node))
+    return env
+
+
+def node_env(node: Node) -> dict[str, str]:
+    """The node's `env` over its image's Env (Docker's rule); what `netemu exec` adds too."""
     info = image_of(node)
-    for item in info.env if info else []:
-        key, sep, value = item.partition("=")
-        if sep:
-            env[key] = value
+    env = dict(item.split("=", 1) for item in (info.env if info else []) if "=" in item)
     env.update(node.env)
     return env
 
@@ -195,5 +198,5 @@ def running(launch: Launch, pid: int, netns_pid: int | None) -> RunningNode:
     return RunningNode(name=node.name, pid=pid, start_time=procs.start_time(pid),
                        netns_pid=netns_pid, cgroup=launch.group.relpath, layers=str(launch.layers.base),
                        console=str(launch.console),
-                       extra={"env": node.env, "image": node.image, "network": node.network,
+                       extra={"env": node_env(node), "image": node.image, "network": node.network,
                               "hostname": node.hostname or node.name, "limits": asdict(node.limits)})

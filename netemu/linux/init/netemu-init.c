@@ -18,6 +18,7 @@
  *   --net new|PATH|host  a fresh network namespace, an existing one (joined), or the machine's
  *   --status-fd N        where the outcome is written: "ok PID\n" or "error MESSAGE\n"
  *   --env K=V            environment of CMD (repeatable)
+ *   --cwd DIR            working directory of CMD, inside the host (an image's WorkingDir)
  *   --hide DIR           a machine directory to cover with an empty tmpfs inside the host
  *   --bind SRC:DST[:ro]  bind mount (repeatable)
  * CMD, when given, is started only when PID 1 receives SIGUSR1 (sent once the host's links
@@ -260,7 +261,7 @@ static void loopback_up(void)
     close(fd);
 }
 
-static pid_t start_cmd(char **argv, char **envp, sigset_t *oldmask)
+static pid_t start_cmd(char **argv, char **envp, const char *cwd, sigset_t *oldmask)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -270,6 +271,10 @@ static pid_t start_cmd(char **argv, char **envp, sigset_t *oldmask)
     if (pid == 0) {
         sigprocmask(SIG_SETMASK, oldmask, NULL);
         setsid();
+        if (cwd && chdir(cwd) < 0) {
+            fprintf(stderr, "netemu-init: chdir %s: %s\n", cwd, strerror(errno));
+            _exit(126);
+        }
         execvpe(argv[0], argv, envp);
         fprintf(stderr, "netemu-init: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -278,7 +283,7 @@ static pid_t start_cmd(char **argv, char **envp, sigset_t *oldmask)
 }
 
 /* PID 1: reap everything, start CMD on SIGUSR1, forward termination signals to it. */
-static int pid1_loop(char **cmd, char **envp)
+static int pid1_loop(char **cmd, char **envp, const char *cwd)
 {
     sigset_t all, old;
     pid_t child = 0;
@@ -307,7 +312,7 @@ static int pid1_loop(char **cmd, char **envp)
             break;
         case SIGUSR1:
             if (cmd && cmd[0] && !started) {
-                child = start_cmd(cmd, envp, &old);
+                child = start_cmd(cmd, envp, cwd, &old);
                 started = 1;
             }
             break;
@@ -330,7 +335,7 @@ static int pid1_loop(char **cmd, char **envp)
 static int cmd_run(int argc, char **argv)
 {
     struct list cgroups = {0}, lowers = {0}, envs = {0}, hides = {0}, binds = {0};
-    const char *upper = NULL, *work = NULL, *merged = NULL, *hostname = NULL, *net = "new";
+    const char *upper = NULL, *work = NULL, *merged = NULL, *hostname = NULL, *net = "new", *cwd = NULL;
     char **cmd = NULL;
     int i, pipefd[2];
 
@@ -353,6 +358,7 @@ static int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--merged")) merged = v;
         else if (!strcmp(a, "--hostname")) hostname = v;
         else if (!strcmp(a, "--net")) net = v;
+        else if (!strcmp(a, "--cwd")) cwd = v;
         else if (!strcmp(a, "--status-fd")) status_fd = atoi(v);
         else DIE("unknown option %s", a);
     }
@@ -425,7 +431,7 @@ static int cmd_run(int argc, char **argv)
     dprintf(status_fd, "ok\n");
     close(status_fd);
     status_fd = -1;
-    return pid1_loop(cmd, envp);
+    return pid1_loop(cmd, envp, cwd);
 }
 
 /* exec: join the cgroups and every namespace of host PID, then run CMD as a child so that
