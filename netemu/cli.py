@@ -165,6 +165,50 @@ def clean(fmt: str) -> None:
                    f"{len(r.netns)} netns names, {len(r.cgroups)} cgroups, {len(r.directories)} directories")
 
 
+IMPAIR_OPTIONS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("endpoint", metavar="NODE:IF")
+@click.argument("action", type=click.Choice(["up", "down", "set", "flap"]))
+@click.option("--delay", help="e.g. 20ms (needs sch_netem)")
+@click.option("--jitter", help="e.g. 5ms, with --delay (needs sch_netem)")
+@click.option("--loss", help="e.g. 20% (works without sch_netem)")
+@click.option("--rate", help="e.g. 10mbit")
+@click.option("--corrupt", help="e.g. 1% (needs sch_netem)")
+@click.option("--duplicate", help="e.g. 1% (needs sch_netem)")
+@click.option("--clear", is_flag=True, help="With set: remove every impairment first.")
+@click.option("--period", default="1s", show_default=True, help="With flap: one down+up cycle.")
+@click.option("--count", default=3, show_default=True, help="With flap: how many cycles.")
+def link(name: str, endpoint: str, action: str, clear: bool, period: str, count: int, **impair: str | None) -> None:
+    """Failure injection on a running link: take it down or up, flap it, or change its impairment."""
+    from netemu.runtime import links
+    from netemu.topology import check_impairment, parse_duration
+
+    lab_name = _lab_name(name)
+    if action in ("up", "down"):
+        links.set_state(lab_name, endpoint, up=action == "up")
+        click.echo(f"{endpoint} {action}")
+    elif action == "flap":
+        seconds = _parse(parse_duration, period, "--period")
+        links.flap(lab_name, endpoint, seconds, count, say=lambda msg: click.echo(msg))
+    else:
+        changes = {key: _parse(lambda text, key=key: check_impairment(key, text), value, f"--{key}")
+                   for key, value in impair.items() if value is not None}
+        if not changes and not clear:
+            raise InputError("set: give at least one of --" + ", --".join(IMPAIR_OPTIONS) + " or --clear")
+        now = links.set_impairment(lab_name, endpoint, changes, clear=clear)
+        click.echo(f"{endpoint}: " + (", ".join(f"{k} {v}" for k, v in now.items()) or "no impairment"))
+
+
+def _parse(parser: Any, text: str, option: str) -> Any:
+    try:
+        return parser(text)
+    except ValueError as e:
+        raise InputError(f"{option}: {e}") from None
+
+
 @cli.group()
 def image() -> None:
     """The image store: `docker save` archives and OCI image layouts."""

@@ -118,7 +118,7 @@ class Netlink:
                 name=msg.get("IFLA_IFNAME"),
                 alias=msg.get("IFLA_IFALIAS") or "",
                 kind=(info.get("IFLA_INFO_KIND") if info else "") or "",
-                state=msg.get("IFLA_OPERSTATE") or "",
+                state=(msg.get("IFLA_OPERSTATE") or "").lower(),
                 mtu=msg.get("IFLA_MTU") or 0,
                 master=msg.get("IFLA_MASTER"),
             ))
@@ -144,7 +144,7 @@ class Netlink:
             found.setdefault(name, []).append(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
         return found
 
-    def add_route(self, dst: str, via: str | None, dev: str | None) -> None:
+    def add_route(self, dst: str, via: str | None, dev: str | None, exist_ok: bool = False) -> None:
         spec: dict[str, object] = {}
         if dst == "default":
             family = 6 if via and ":" in via else 4
@@ -155,7 +155,11 @@ class Netlink:
             spec["gateway"] = via
         if dev:
             spec["oif"] = self.index(dev)
-        self.ipr.route("add", **spec)
+        try:
+            self.ipr.route("add", **spec)
+        except NetlinkError as e:
+            if not (exist_ok and e.code == 17):  # EEXIST
+                raise
 
     def routes(self) -> list[dict[str, object]]:
         names = {link.index: link.name for link in self.links()}

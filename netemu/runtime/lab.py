@@ -18,7 +18,8 @@ from netemu.errors import InputError, LabError, LabNotFound, MachineError, Netem
 from netemu.linux import namespaces, procs, sysctl
 from netemu.linux.initbin import init_binary
 from netemu.linux.netlink import Netlink
-from netemu.runtime import cleanup, execution, firewall, hostsettings, nodes, paths, plan, state
+from netemu.runtime import cleanup, execution, firewall, hostsettings, links, nodes, paths, plan, state
+from netemu.runtime.impair import Shaping
 from netemu.runtime.nodes import RunningNode
 from netemu.topology.model import Link, Node, Topology
 
@@ -28,6 +29,9 @@ Progress = Callable[[str], None]
 NETNS_DEFAULT_SYSCTLS = {
     "net.ipv6.conf.all.accept_dad": "0",
     "net.ipv6.conf.default.accept_dad": "0",
+    # `netemu link ... down` then `up` must bring a link back with its IPv6 addresses.
+    "net.ipv6.conf.all.keep_addr_on_down": "1",
+    "net.ipv6.conf.default.keep_addr_on_down": "1",
 }
 
 
@@ -55,8 +59,6 @@ def _unsupported(topo: Topology) -> None:
         if net.uplink:
             raise InputError(f"{where}: networks.{net.name}: uplink is not supported yet")
     for link in topo.links:
-        if link.impair:
-            raise InputError(f"{topo.path}:{link.line}: links: impair is not supported yet")
         for ep, _ in link.host_endpoints():
             if topo.nodes[ep.node].network == "host":
                 raise InputError(f"{topo.path}:{link.line}: links: node {ep.node} uses the machine's "
@@ -76,6 +78,7 @@ def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
             topo = plan.expand(topo)
             record["planned_links"] = _planned_links(topo)  # now with the default bridge's
             state.write(topo.name, record)
+            state.save_topology(topo.name, topo)
             _Builder(topo, init, record, say).apply()
         except BaseException:
             say("failed: removing what was created")
@@ -144,6 +147,7 @@ class _Builder:
             self._create_bridges()
             self._create_links()
             self._configure_hosts()
+            self._impair_links()
             if firewall.apply(self.topo):
                 self.record["nftables"] = firewall.table_name(self.topo.name)
             self._start_commands()
@@ -200,8 +204,7 @@ class _Builder:
         return "new", -1
 
     def _socket(self, node: str) -> Netlink:
-        pid = self.running[node].netns_pid
-        assert pid is not None, "links on host-network nodes are refused before up"
+        pid = self._netns_pid(node)
         if pid not in self.sockets:
             self.sockets[pid] = Netlink(pid)
         return self.sockets[pid]
@@ -249,6 +252,7 @@ class _Builder:
             "endpoints": [str(a), str(b)],
             "addresses": [[str(x) for x in addrs] for addrs in link.addresses],
             "mtu": link.mtu,
+            "impair": link.impair,
         }
         if a.is_network or b.is_network:
             host_ep, net_ep = (b, a) if a.is_network else (a, b)
@@ -276,6 +280,16 @@ class _Builder:
         for node in self.topo.nodes.values():
             for route in node.routes:
                 self._socket(node.name).add_route(route.dst, str(route.via) if route.via else None, route.dev)
+
+    def _impair_links(self) -> None:
+        for entry, link in zip(self.record["links"], self.topo.links, strict=True):
+            if link.impair:
+                links.shape(entry, Shaping.parse(link.impair), lambda node: self._netns_pid(node))
+
+    def _netns_pid(self, node: str) -> int:
+        pid = self.running[node].netns_pid
+        assert pid is not None, "links on host-network nodes are refused before up"
+        return pid
 
     # programs ------------------------------------------------------------------------------
     def _start_commands(self) -> None:

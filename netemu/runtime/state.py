@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import pickle
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from netemu.errors import LabExists, LabNotFound, MachineError
 from netemu.runtime import paths
 
 STATE_FILE = "state.json"
+TOPOLOGY_FILE = "topology.pickle"
 
 
 def _open_dir(path: Path) -> int:
@@ -99,6 +101,22 @@ def read(lab: str) -> dict[str, Any] | None:
         return None
     except json.JSONDecodeError:
         return None  # cannot happen with atomic writes, unless the disk lied
+
+
+def save_topology(lab: str, topo: Any) -> None:
+    """The lab's settled topology (pools applied), for operations on a running lab (link up
+    restores routes, node start rewires links). Pickle: written and read by this same code."""
+    directory = paths.state_dir(lab)
+    tmp = directory / f".{TOPOLOGY_FILE}.{os.getpid()}"
+    tmp.write_bytes(pickle.dumps(topo))
+    os.replace(tmp, directory / TOPOLOGY_FILE)
+
+
+def load_topology(lab: str) -> Any:
+    try:
+        return pickle.loads((paths.state_dir(lab) / TOPOLOGY_FILE).read_bytes())
+    except (FileNotFoundError, pickle.UnpicklingError, AttributeError, EOFError):
+        return None
 
 
 def lab_names() -> list[str]:
