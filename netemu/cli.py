@@ -114,7 +114,8 @@ def inspect(name: str, fmt: str) -> None:
     for node, info in data["nodes"].items():
         ifaces = [i for i in info.get("interfaces", []) if i["name"] != "lo"]
         summary = ", ".join(f"{i['name']} {' '.join(i['addresses'])}".strip() for i in ifaces) or "-"
-        rows.append((node, str(info["pid"]), "up" if info["alive"] else "dead", info.get("netns") or "-", summary))
+        status = "up" if info["alive"] else ("stopped" if info.get("stopped") else "dead")
+        rows.append((node, str(info["pid"] or "-"), status, info.get("netns") or "-", summary))
     _table(["NODE", "PID", "STATE", "NETNS", "INTERFACES"], rows)
 
 
@@ -200,6 +201,18 @@ def link(name: str, endpoint: str, action: str, clear: bool, period: str, count:
             raise InputError("set: give at least one of --" + ", --".join(IMPAIR_OPTIONS) + " or --clear")
         now = links.set_impairment(lab_name, endpoint, changes, clear=clear)
         click.echo(f"{endpoint}: " + (", ".join(f"{k} {v}" for k, v in now.items()) or "no impairment"))
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("node")
+@click.argument("action", type=click.Choice(["stop", "start", "restart"]))
+def node(name: str, node: str, action: str) -> None:
+    """Node failure: stop a host (its writable layer kept), start it with its links, or both."""
+    from netemu.runtime import nodectl
+
+    {"stop": nodectl.stop, "start": nodectl.start, "restart": nodectl.restart}[action](_lab_name(name), node)
+    click.echo(f"{node}: {action} done")
 
 
 def _parse(parser: Any, text: str, option: str) -> Any:

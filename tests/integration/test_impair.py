@@ -115,3 +115,28 @@ def test_delay_without_sch_netem_exits_3_naming_it(make_lab, tmp_path):
     result = run_cli("up", str(path))
     assert result.returncode == 3, result.stderr
     assert "sch_netem" in result.stderr
+
+
+def test_node_stop_keeps_its_layer_and_start_rewires_its_links(make_lab):
+    lab = make_lab({
+        "nodes": {"a": {"routes": [{"dst": "10.98.0.0/24", "via": "10.73.0.2"}]}, "b": {}, "c": {}},
+        "networks": {"lan": {"subnet": "10.74.0.0/24", "gateway": "10.74.0.1"}},
+        "links": [{**PAIR["links"][0], "impair": {"rate": "50mbit"}},
+                  {"endpoints": ["a:eth1", "lan"], "addresses": ["10.74.0.10/24"]},
+                  {"endpoints": ["c:eth0", "lan"], "addresses": ["10.74.0.11/24"]}],
+    })
+    assert lab.exec("a", ["sh", "-c", "echo kept > /root/marker"]).returncode == 0
+    old_pid = lab.pid("a")
+    assert run_cli("node", lab.name, "a", "stop").returncode == 0
+    assert lab.inspect()["nodes"]["a"]["alive"] is False
+    assert lab.exec("b", ["ping", "-c1", "-W1", "10.73.0.1"]).returncode != 0
+    assert "stopped" in run_cli("inspect", lab.name).stdout
+    assert run_cli("node", lab.name, "a", "start").returncode == 0
+    assert lab.pid("a") != old_pid
+    assert lab.exec("a", ["cat", "/root/marker"]).stdout.strip() == "kept"
+    assert lab.exec("b", ["ping", "-c1", "-W2", "10.73.0.1"]).returncode == 0
+    assert lab.exec("c", ["ping", "-c1", "-W2", "10.74.0.10"]).returncode == 0
+    assert "10.98.0.0/24 via 10.73.0.2" in lab.exec("a", ["ip", "route"]).stdout
+    assert "tbf" in lab.exec("a", ["tc", "qdisc", "show", "dev", "eth0"]).stdout, "impairment restored"
+    assert run_cli("node", lab.name, "b", "restart").returncode == 0
+    assert lab.exec("a", ["ping", "-c1", "-W2", "10.73.0.2"]).returncode == 0

@@ -1,0 +1,108 @@
+"""A running lab as the probes see it: which network namespace each node uses, its addresses,
+and which node owns an address (to name the routers of a traced path)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from netemu.errors import InputError, LabError
+from netemu.runtime import lab as runtime
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+@dataclass
+class NodeView:
+    name: str
+    pid: int
+    netns_pid: int | None  # None: the machine's own namespace (network: host)
+    network: str
+    alive: bool
+    addresses: list[IPInterface] = field(default_factory=list)  # in the file's order
+    ifaces: dict[str, list[IPInterface]] = field(default_factory=dict)
+
+
+class LabView:
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.name: str = record["name"]
+        self.nodes: dict[str, NodeView] = {}
+        self.labels: dict[IPAddress, str] = {}  # address -> the node (or bridge) that has it
+        for name, info in record["nodes"].items():
+            self.nodes[name] = NodeView(
+                name=name, pid=int(info["pid"]), netns_pid=info.get("netns_pid"),
+                network=info.get("extra", {}).get("network", "none"), alive=runtime.node_alive(info))
+        for link in record.get("links", []):
+            for endpoint, addrs in zip(link["endpoints"], link["addresses"], strict=False):
+                node, sep, iface = endpoint.partition(":")
+                if not sep or node not in self.nodes:
+                    continue  # the bridge side of a host-to-network link
+                parsed = [ipaddress.ip_interface(a) for a in addrs]
+                self.nodes[node].addresses.extend(parsed)
+                self.nodes[node].ifaces.setdefault(iface, []).extend(parsed)
+                for address in parsed:
+                    self.labels.setdefault(address.ip, node)
+        for net, info in record.get("networks", {}).items():
+            for gateway in info.get("gateways", []):
+                self.labels.setdefault(ipaddress.ip_interface(gateway).ip, f"{net} (bridge)")
+
+    def node(self, name: str) -> NodeView:
+        if name not in self.nodes:
+            raise InputError(f"lab '{self.name}' has no node '{name}' (nodes: {', '.join(self.nodes)})")
+        return self.nodes[name]
+
+    def running(self, name: str) -> NodeView:
+        view = self.node(name)
+        if not view.alive:
+            raise LabError(f"node '{name}' of lab '{self.name}' is not running")
+        return view
+
+    def first_address(self, name: str) -> IPAddress | None:
+        """A node's first address; a node sharing another's namespace (container:X) uses X's."""
+        seen: set[str] = set()
+        while name not in seen:
+            seen.add(name)
+            view = self.node(name)
+            if view.addresses:
+                return view.addresses[0].ip
+            if not view.network.startswith("container:"):
+                return None
+            name = view.network.split(":", 1)[1]
+        return None
+
+    def resolve(self, target: str) -> tuple[IPAddress, str | None]:
+        """`to` of a check: an address, a node (its first address) or node:iface."""
+        try:
+            address = ipaddress.ip_address(target)
+        except ValueError:
+            pass
+        else:
+            return address, self.owner(address)
+        node, sep, iface = target.partition(":")
+        view = self.node(node)
+        if sep:
+            addrs = view.ifaces.get(iface)
+            if not addrs:
+                raise InputError(f"node '{node}' has no address on interface '{iface}'")
+            return addrs[0].ip, node
+        address = self.first_address(node)
+        if address is None:
+            raise InputError(f"node '{node}' has no address to probe (give an address instead)")
+        return address, node
+
+    def owner(self, address: IPAddress) -> str | None:
+        label = self.labels.get(address)
+        return label if label in self.nodes else None
+
+    def label(self, address: IPAddress) -> str | None:
+        return self.labels.get(address)
+
+    def netns_owners(self) -> dict[int | None, str]:
+        """One running node per distinct network namespace (None: the machine's)."""
+        owners: dict[int | None, str] = {}
+        for view in self.nodes.values():
+            if view.alive:
+                owners.setdefault(view.netns_pid, view.name)
+        return owners

@@ -1,0 +1,261 @@
+"""Building a lab's kernel objects from a settled topology: hosts, bridges, links, addresses,
+routes, impairments, firewall, programs. The same builder restarts a subset of nodes
+(`netemu node ... start`), rewiring only their links."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netemu.errors import InputError, LabError, NetemuError
+from netemu.linux import namespaces, sysctl
+from netemu.linux.netlink import Netlink
+from netemu.runtime import execution, firewall, hostsettings, links, nodes, paths
+from netemu.runtime.impair import Shaping
+from netemu.runtime.nodes import RunningNode
+from netemu.topology.model import Link, Node, Route, Topology
+
+Progress = Callable[[str], None]
+
+# Inside every host: no IPv6 duplicate address detection, so the first probe after `up` works.
+NETNS_DEFAULT_SYSCTLS = {
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+    # `netemu link ... down` then `up` must bring a link back with its IPv6 addresses.
+    "net.ipv6.conf.all.keep_addr_on_down": "1",
+    "net.ipv6.conf.default.keep_addr_on_down": "1",
+}
+
+
+def _segment_sizes(topo: Topology) -> list[int]:
+    sizes = {name: 1 for name in topo.networks}  # the bridge's own address
+    p2p = 0
+    for link in topo.links:
+        nets = [ep.network for ep in link.endpoints if ep.is_network]
+        if nets:
+            sizes[nets[0]] += 1
+        else:
+            p2p += 1
+    return list(sizes.values()) + [2] * p2p
+
+
+class Builder:
+    def __init__(self, topo: Topology, init: os.PathLike[str], record: dict[str, Any], say: Progress,
+                 only: set[str] | None = None) -> None:
+        """Build the whole lab, or with `only` (re)start those nodes inside a running lab."""
+        self.topo = topo
+        self.init = init
+        self.record = record
+        self.say = say
+        self.only = only
+        self.targets = [n for n in topo.nodes.values() if only is None or n.name in only]
+        self.running: dict[str, RunningNode] = {}
+        self.sockets: dict[int, Netlink] = {}
+        self.lab_hosts = nodes.lab_hosts_entries(topo)
+        if only is not None:
+            self.running = {name: RunningNode(**info) for name, info in record["nodes"].items()
+                            if name not in only and info.get("pid")}
+
+    def apply(self) -> None:
+        if self.only is None:
+            needs_forwarding = any(n.nat for n in self.topo.networks.values()) or any(
+                n.ports for n in self.topo.nodes.values())
+            hostsettings.claim(self.topo.name, hostsettings.neighbour_entries(_segment_sizes(self.topo)),
+                               forwarding=needs_forwarding)
+        try:
+            self._start_nodes()
+            self._configure_namespaces()
+            if self.only is None:
+                self._create_bridges()
+            wired = self._create_links()
+            self._configure_hosts(wired)
+            self._impair_links(wired)
+            if self.only is None and firewall.apply(self.topo):
+                self.record["nftables"] = firewall.table_name(self.topo.name)
+            self._start_commands()
+            self._run_exec_commands()
+        finally:
+            for sock in self.sockets.values():
+                sock.close()
+
+    # hosts ---------------------------------------------------------------------------------
+    def _start_nodes(self) -> None:
+        own_net = [n for n in self.targets if not n.network.startswith("container:")]
+        shared = [n for n in self.targets if n.network.startswith("container:")]
+        self._launch(own_net)
+        # container:<other> hosts join a namespace that must exist first; chains resolve in rounds.
+        while shared:
+            ready = [n for n in shared if n.network.split(":", 1)[1] in self.running]
+            if not ready:
+                raise InputError("network: container:<node> references form a cycle: "
+                                 + ", ".join(n.name for n in shared))
+            self._launch(ready)
+            shared = [n for n in shared if n not in ready]
+        self.say(f"{len(self.targets)} hosts started")
+
+    def _launch(self, batch: list[Node]) -> None:
+        launches = []
+        for node in batch:
+            group, layers = nodes.prepare(self.topo, node, self.lab_hosts)
+            net, netns_pid = self._net_of(node)
+            launches.append((nodes.Launch(self.init, self.topo, node, group, layers, net), netns_pid))
+        errors: list[NetemuError] = []
+        for launch, netns_pid in launches:
+            try:  # collect every outcome, so no launch is left unread
+                pid = launch.result()
+            except NetemuError as e:
+                errors.append(e)
+                continue
+            own = netns_pid if netns_pid != -1 else pid
+            self.running[launch.node.name] = nodes.running(launch, pid, own)
+            if netns_pid == -1:
+                namespaces.name_netns(paths.netns_name(self.topo.name, launch.node.name), pid)
+            self.record["nodes"][launch.node.name] = asdict(self.running[launch.node.name])
+        if errors:
+            raise errors[0]
+
+    def _net_of(self, node: Node) -> tuple[str, int | None]:
+        """netemu-init's --net value, and whose namespace the host ends up in (-1: its own)."""
+        if node.network == "host":
+            return "host", None
+        if node.network.startswith("container:"):
+            owner = self.running[node.network.split(":", 1)[1]]
+            if owner.netns_pid is None:
+                return "host", None
+            return f"/proc/{owner.netns_pid}/ns/net", owner.netns_pid
+        return "new", -1
+
+    def _socket(self, node: str) -> Netlink:
+        pid = self._netns_pid(node)
+        if pid not in self.sockets:
+            self.sockets[pid] = Netlink(pid)
+        return self.sockets[pid]
+
+    def _configure_namespaces(self) -> None:
+        done: set[int] = set()
+        for node in self.targets:
+            pid = self.running[node.name].netns_pid
+            if pid is not None and pid not in done:
+                sysctl.write_in(pid, NETNS_DEFAULT_SYSCTLS)
+                done.add(pid)
+            if node.sysctls:
+                if pid is None and any(k.startswith("net.") for k in node.sysctls):
+                    raise InputError(f"node {node.name}: net.* sysctls would change the machine "
+                                     "(network: host)")
+                sysctl.write_in(self.running[node.name].pid, node.sysctls)
+
+    # networks and links --------------------------------------------------------------------
+    def _create_bridges(self) -> None:
+        host = self._host_socket()
+        for net in self.topo.networks.values():
+            name = paths.bridge_name(self.topo.name, net.name)
+            host.add_bridge(name, paths.alias(self.topo.name, f"network:{net.name}"), net.mtu)
+            for gateway in net.gateways:
+                host.add_address(name, gateway)
+            host.up(name)
+            self.record["networks"][net.name] = {
+                "bridge": name, "gateways": [str(g) for g in net.gateways],
+                "subnets": [str(s) for s in net.subnets],
+            }
+
+    def _host_socket(self) -> Netlink:
+        if 0 not in self.sockets:
+            self.sockets[0] = Netlink()
+        return self.sockets[0]
+
+    def _create_links(self) -> list[int]:
+        """Create the links to build (all, or those of restarted nodes whose other ends run);
+        returns their indexes."""
+        wired = []
+        for number, link in enumerate(self.topo.links):
+            ends = [ep.node for ep, _ in link.host_endpoints()]
+            if self.only is not None and not (set(ends) & self.only and all(e in self.running for e in ends)):
+                continue
+            entry = self._create_link(number, link)
+            if self.only is None:
+                self.record["links"].append(entry)
+            wired.append(number)
+        self.say(f"{len(wired)} links created")
+        return wired
+
+    def _create_link(self, number: int, link: Link) -> dict[str, Any]:
+        a, b = link.endpoints
+        entry: dict[str, Any] = {
+            "endpoints": [str(a), str(b)],
+            "addresses": [[str(x) for x in addrs] for addrs in link.addresses],
+            "mtu": link.mtu,
+            "impair": link.impair,
+        }
+        if a.is_network or b.is_network:
+            host_ep, net_ep = (b, a) if a.is_network else (a, b)
+            outer = paths.host_veth_name(self.topo.name, host_ep.node, host_ep.iface)
+            bridge = paths.bridge_name(self.topo.name, net_ep.network)
+            machine = self._host_socket()
+            machine.add_veth(outer, host_ep.iface, peer_ns_pid=self.running[host_ep.node].netns_pid,
+                             alias=paths.alias(self.topo.name, f"link:{number}:{host_ep}"), mtu=link.mtu)
+            machine.enslave(outer, bridge)
+            machine.up(outer)
+            entry["machine_side"] = outer
+        else:
+            self._host_socket().add_veth(
+                a.iface, b.iface, ns_pid=self.running[a.node].netns_pid,
+                peer_ns_pid=self.running[b.node].netns_pid, mtu=link.mtu)
+        return entry
+
+    def _configure_hosts(self, wired: list[int]) -> None:
+        touched = {node.name for node in self.targets}
+        for number in wired:
+            for ep, addrs in self.topo.links[number].host_endpoints():
+                sock = self._socket(ep.node)
+                for address in addrs:
+                    sock.add_address(ep.iface, address)
+                sock.up(ep.iface)
+                touched.add(ep.node)
+        # A peer's routes through a re-created link went with its old end: add them back too.
+        for name in touched:
+            for route in self.topo.nodes[name].routes:
+                self._add_route(name, route)
+
+    def _add_route(self, node: str, route: Route) -> None:
+        via = str(route.via) if route.via else None
+        try:
+            self._socket(node).add_route(route.dst, via, route.dev, exist_ok=self.only is not None)
+        except NetlinkError as e:
+            if self.only is not None and e.code == errno.ENETUNREACH:
+                return  # its link waits for a peer that is stopped
+            raise LabError(f"node {node}: route {route.dst} via {via or route.dev}: {os.strerror(e.code)}") from None
+
+    def _impair_links(self, wired: list[int]) -> None:
+        for number in wired:
+            entry = self.record["links"][number]
+            spec = entry.get("impair") if self.only is not None else self.topo.links[number].impair
+            if spec:
+                links.shape(entry, Shaping.parse(spec), lambda node: self._netns_pid(node))
+
+    def _netns_pid(self, node: str) -> int:
+        pid = self.running[node].netns_pid
+        assert pid is not None, "links on host-network nodes are refused before up"
+        return pid
+
+    # programs ------------------------------------------------------------------------------
+    def _start_commands(self) -> None:
+        for node in self.targets:
+            if nodes.command(node):  # the node's cmd, or its image's Entrypoint/Cmd
+                os.kill(self.running[node.name].pid, signal.SIGUSR1)
+
+    def _run_exec_commands(self) -> None:
+        for node in self.targets:
+            for argv in node.exec:
+                result = execution.run(self.record, node.name, argv, env=nodes.base_env(node))
+                if result.returncode != 0:
+                    output = (result.stdout + result.stderr).strip()
+                    raise LabError(f"node {node.name}: exec {' '.join(argv)!r} exited with "
+                                   f"{result.returncode}: {output[-2000:]}")
+
+
