@@ -65,5 +65,6 @@ def nothing_left_behind() -> Iterator[None]:
     if os.environ.get("NETEMU_TEST_SHARED_MACHINE"):
         # Developers running parts of the suite side by side: judge only this session's labs.
         left = {k: {o for o in v if any(name in o for name in SESSION_LABS)} for k, v in left.items()}
-    left = {k: v for k, v in left.items() if v}
-    assert not left, f"netemu objects left on the machine after the suite: {left}"
+    left = {k: sorted(v) for k, v in left.items() if v}
+    summary = {k: f"{len(v)}: {', '.join(x[:100] for x in v[:5])}" for k, v in left.items()}
+    assert not left, f"netemu objects left on the machine after the suite: {summary}"

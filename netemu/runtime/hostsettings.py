@@ -76,6 +76,9 @@ def release(lab: str, live_labs: set[str] | None = None) -> None:
             for key, value in data["saved"].items():
                 sysctl.write(key, value)
             data["saved"] = {}
+        elif FORWARDING in data["saved"] and not any(need["forward"] for need in data["labs"].values()):
+            # No lab routes through the machine any more: forwarding goes back at once.
+            sysctl.write(FORWARDING, data["saved"].pop(FORWARDING))
 
 
 def _apply(data: dict[str, Any]) -> None:
