@@ -16,7 +16,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netemu.errors import InputError, LabError, NetemuError
 from netemu.linux import namespaces, sysctl
 from netemu.linux.netlink import Netlink
-from netemu.runtime import execution, firewall, hostsettings, links, nodes, paths
+from netemu.runtime import execution, firewall, hostsettings, links, nodes, paths, state, uplinks
 from netemu.runtime.impair import Shaping
 from netemu.runtime.nodes import RunningNode
 from netemu.topology.model import Link, Node, Route, Topology
@@ -163,6 +163,11 @@ class Builder:
                 "bridge": name, "gateways": [str(g) for g in net.gateways],
                 "subnets": [str(s) for s in net.subnets],
             }
+            if net.uplink:
+                saved = uplinks.describe(host, net.uplink, net.name)
+                self.record.setdefault("uplinks", []).append(saved)
+                state.write(self.topo.name, self.record)  # before touching it: a crash still gives it back
+                uplinks.attach(host, saved, name)
 
     def _host_socket(self) -> Netlink:
         if 0 not in self.sockets:

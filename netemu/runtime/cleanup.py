@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from netemu.linux import namespaces, procs, rootfs
 from netemu.linux.cgroups import Cgroup
 from netemu.linux.netlink import ALIAS_PREFIX, Netlink
-from netemu.runtime import firewall, hostsettings, paths, pools, state
+from netemu.runtime import firewall, hostsettings, paths, pools, state, uplinks
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ def _remove_links(lab: str, removed: Removed) -> None:
     record = state.read(lab) or {}
     planned = set(record.get("planned_links", []))
     with Netlink() as nl:
+        for saved in record.get("uplinks", []):
+            uplinks.give_back(nl, saved)
         for link in nl.links():
             ours = link.alias.startswith(paths.alias(lab, ""))
             # An untagged link named in the lab's plan was made by a `up` killed before tagging it.

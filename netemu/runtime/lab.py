@@ -41,10 +41,6 @@ def _unsupported(topo: Topology) -> None:
         where = f"{topo.path}:{node.line}" if node.line else str(topo.path)
         if node.userns:
             raise InputError(f"{where}: nodes.{node.name}.userns: user namespaces are not supported yet")
-    for net in topo.networks.values():
-        where = f"{topo.path}:{net.line}" if net.line else str(topo.path)
-        if net.uplink:
-            raise InputError(f"{where}: networks.{net.name}: uplink is not supported yet")
     for link in topo.links:
         for ep, _ in link.host_endpoints():
             if topo.nodes[ep.node].network == "host":

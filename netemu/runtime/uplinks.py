@@ -1,0 +1,45 @@
+"""Bridging an interface of the machine into a lab network (Docker's "bridge the physical
+NIC"), and giving it back, with its addresses and state, when the lab goes.
+
+What the interface looked like is written to the lab's state *before* it is enslaved, so a
+`down` after a crash gives it back too."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from netemu.errors import InputError
+from netemu.linux.netlink import Netlink
+
+
+def describe(nl: Netlink, iface: str, network: str) -> dict[str, Any]:
+    """What to restore later; refuses an interface that is missing, already enslaved, or that
+    carries the machine's default route (taking it would cut the machine off)."""
+    link = next((lk for lk in nl.links() if lk.name == iface), None)
+    if link is None:
+        raise InputError(f"networks.{network}.uplink: the machine has no interface '{iface}'")
+    if link.master:
+        raise InputError(f"networks.{network}.uplink: {iface} is already enslaved to another bridge")
+    if any(route["dst"] == "default" and route["dev"] == iface for route in nl.routes()):
+        raise InputError(f"networks.{network}.uplink: {iface} carries the machine's default route; "
+                         "netemu will not take it")
+    return {"iface": iface, "addresses": nl.addresses().get(iface, []), "up": link.state != "down",
+            "mtu": link.mtu}
+
+
+def attach(nl: Netlink, saved: dict[str, Any], bridge: str) -> None:
+    nl.enslave(saved["iface"], bridge)
+    nl.up(saved["iface"])
+
+
+def give_back(nl: Netlink, saved: dict[str, Any]) -> None:
+    """Release the interface from any bridge and put back its addresses, MTU and state."""
+    if not any(lk.name == saved["iface"] for lk in nl.links()):
+        return  # gone from the machine meanwhile: nothing to give back
+    nl.set_link(saved["iface"], master=0, mtu=saved["mtu"])
+    present = set(nl.addresses().get(saved["iface"], []))
+    for address in saved["addresses"]:
+        if address not in present and not address.startswith("fe80"):
+            nl.add_address(saved["iface"], ipaddress.ip_interface(address))
+    nl.set_link(saved["iface"], state="up" if saved["up"] else "down")
