@@ -80,6 +80,18 @@ class Netlink:
         if alias and ns_pid is None:
             self.tag(name, alias)
 
+    def add_macvlan(self, name: str, parent: str, ns_pid: int, mtu: int | None = None) -> None:
+        """A macvlan (bridge mode) on `parent`, created straight inside the namespace of ns_pid."""
+        fd = os.open(f"/proc/{ns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            spec: dict[str, object] = {"ifname": name, "kind": "macvlan", "link": self.index(parent),
+                                       "macvlan_mode": "bridge", "net_ns_fd": fd}
+            if mtu:
+                spec["mtu"] = mtu
+            self.ipr.link("add", **spec)
+        finally:
+            os.close(fd)
+
     def add_bridge(self, name: str, alias: str, mtu: int | None = None) -> int:
         spec: dict[str, object] = {"ifname": name, "kind": "bridge"}
         if mtu:

@@ -154,6 +154,10 @@ class Builder:
     def _create_bridges(self) -> None:
         host = self._host_socket()
         for net in self.topo.networks.values():
+            if net.driver == "macvlan":
+                uplinks.describe(host, net.uplink or "", net.name)  # the parent must exist
+                self.record["networks"][net.name] = {"driver": "macvlan", "parent": net.uplink}
+                continue
             name = paths.bridge_name(self.topo.name, net.name)
             host.add_bridge(name, paths.alias(self.topo.name, f"network:{net.name}"), net.mtu)
             for gateway in net.gateways:
@@ -199,6 +203,11 @@ class Builder:
         }
         if a.is_network or b.is_network:
             host_ep, net_ep = (b, a) if a.is_network else (a, b)
+            network = self.topo.networks[net_ep.network or ""]
+            if network.driver == "macvlan":
+                self._host_socket().add_macvlan(host_ep.iface or "", network.uplink or "",
+                                                self._netns_pid(host_ep.node or ""), mtu=link.mtu)
+                return entry
             outer = paths.host_veth_name(self.topo.name, host_ep.node, host_ep.iface)
             bridge = paths.bridge_name(self.topo.name, net_ep.network)
             machine = self._host_socket()

@@ -76,9 +76,10 @@ def _planned_links(topo: Topology) -> list[str]:
     """Names of the links `up` will make in the machine's namespace, recorded before any exists:
     the kernel tags a link only after creating it, so a crash in between leaves a link that only
     this list names."""
-    names = [paths.bridge_name(topo.name, net) for net in topo.networks]
+    names = [paths.bridge_name(topo.name, n.name) for n in topo.networks.values() if n.driver == "bridge"]
     for link in topo.links:
-        if any(ep.is_network for ep in link.endpoints):
+        nets = [topo.networks[ep.network] for ep in link.endpoints if ep.network]
+        if nets and nets[0].driver == "bridge":
             names += [paths.host_veth_name(topo.name, ep.node, ep.iface) for ep, _ in link.host_endpoints()]
     return names
 

@@ -23,7 +23,7 @@ def shape(entry: dict[str, Any], shaping: Shaping, netns_of: Callable[[str], int
             continue
         node, iface = end.split(":", 1)
         impair.shape_host_end(netns_of(node), iface, shaping, ingress_loss=to_network)
-    if to_network:
+    if to_network and entry.get("machine_side"):  # a macvlan has no machine end to shape
         impair.shape_machine_end(entry["machine_side"], shaping)
 
 

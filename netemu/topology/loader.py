@@ -34,7 +34,7 @@ NODE_KEYS = (
 )  # fmt: skip
 DEEP_MERGED = ("limits", "env", "sysctls", "extra_hosts")  # defaults merge into these key by key
 NETWORK_MODES = ("none", "bridge", "host")  # or container:<node>
-NETWORK_KEYS = ("subnet", "gateway", "nat", "uplink", "mtu")
+NETWORK_KEYS = ("subnet", "gateway", "nat", "uplink", "mtu", "driver")
 EXPECTS = ("reachable", "unreachable", "refused")
 PROTOS = ("icmp", "tcp", "udp")
 CHECK_KEYS = ("from", "to", "expect", "proto", "port", "via", "seen_as", "within", "timeout")
@@ -333,7 +333,22 @@ def _network(name: str, entry: Item) -> Network:
         net.mtu = fields["mtu"].integer(68, 65535)
         if net.mtu < 1280 and any(subnet.version == 6 for subnet in net.subnets):
             fields["mtu"].fail(f"mtu {net.mtu} is below 1280, the IPv6 minimum")
+    if "driver" in fields:
+        _driver(net, fields)
     return net
+
+
+def _driver(net: Network, fields: dict[str, Item]) -> None:
+    """bridge (a Linux bridge, the default) or macvlan (Docker's driver: each host gets a
+    macvlan interface on the uplink, no bridge at all)."""
+    net.driver = fields["driver"].text()
+    if net.driver not in ("bridge", "macvlan"):
+        fields["driver"].fail(f"unknown driver '{net.driver}': expected bridge or macvlan")
+    if net.driver == "macvlan":
+        if net.uplink is None:
+            fields["driver"].fail("a macvlan network needs an uplink (its parent interface)")
+        if net.nat or net.gateways:
+            fields["driver"].fail("a macvlan network has no bridge: nat and gateway do not apply")
 
 
 def _one_or_many(item: Item) -> list[Item]:

@@ -71,6 +71,7 @@ class Network:
     uplink: str | None = None
     mtu: int | None = None
     line: int | None = None
+    driver: str = "bridge"  # or "macvlan": hosts get macvlan interfaces on the uplink
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,18 @@ def test_uplink_that_does_not_exist_is_bad_input(make_lab):
     with pytest.raises(InputError, match="no interface"):
         make_lab({"nodes": {"h": {}}, "networks": {"lan": {"subnet": "10.76.1.0/24", "uplink": "nosuchif0"}},
                   "links": [{"endpoints": ["h:eth0", "lan"], "addresses": ["auto"]}]})
+
+
+def test_macvlan_network_gives_hosts_interfaces_on_the_uplink(make_lab, fake_nic):
+    lab = make_lab({
+        "nodes": {"a": {}, "b": {}},
+        "networks": {"wire": {"subnet": "10.76.0.0/24", "uplink": fake_nic, "driver": "macvlan"}},
+        "links": [{"endpoints": ["a:eth0", "wire"], "addresses": ["10.76.0.11/24"]},
+                  {"endpoints": ["b:eth0", "wire"], "addresses": ["auto"]}],
+    })
+    detail = lab.exec("a", ["ip", "-d", "link", "show", "eth0"]).stdout
+    assert "macvlan mode bridge" in detail
+    assert lab.exec("a", ["ping", "-c1", "-W2", "10.76.0.200"]).returncode == 0, "out through the uplink"
+    b_addr = next(i for i in lab.inspect()["nodes"]["b"]["interfaces"] if i["name"] == "eth0")["addresses"][0]
+    assert lab.exec("a", ["ping", "-c1", "-W2", b_addr.split("/")[0]]).returncode == 0, "host to host"
+    assert "master" not in json.loads(_ip("-j", "link", "show", fake_nic))[0], "no bridge for macvlan"
