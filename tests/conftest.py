@@ -58,10 +58,12 @@ def make_lab(tmp_path: Path) -> Iterator[Callable[..., object]]:
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind() -> Iterator[None]:
     """Runs after the whole suite: no netemu netns, link, cgroup, mount, process or state."""
+    before = kernel_snapshot.leftovers() if kernel_snapshot.is_root() else {}
     yield
     if not kernel_snapshot.is_root():
         return
-    left = kernel_snapshot.leftovers()
+    # What was there before the suite (a crashed earlier run) is not this suite's leak.
+    left = {k: v - before.get(k, set()) for k, v in kernel_snapshot.leftovers().items()}
     if os.environ.get("NETEMU_TEST_SHARED_MACHINE"):
         # Developers running parts of the suite side by side: judge only this session's labs.
         left = {k: {o for o in v if any(name in o for name in SESSION_LABS)} for k, v in left.items()}
