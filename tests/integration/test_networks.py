@@ -58,6 +58,7 @@ def test_router_chain_with_static_routes_ipv4_and_ipv6(make_lab):
     assert _ping(lab, "h2", "10.40.1.2").returncode == 0
     v6 = _ping(lab, "h1", "fd40:2::2")
     assert v6.returncode == 0, v6.stdout + v6.stderr
+    assert _ping(lab, "h2", "fd40:1::2").returncode == 0
     assert "mtu 1400" in lab.exec("h2", ["ip", "link", "show", "eth0"]).stdout
     routes = lab.exec("h1", ["ip", "route"]).stdout
     assert "default via 10.40.1.1 dev eth0" in routes
