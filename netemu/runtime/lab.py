@@ -2,8 +2,8 @@
 
 `up` is apply-with-rollback: the lab's name is reserved first, every object is named after the
 lab (see paths.py), and any failure, or an interrupt, removes whatever exists by that name
-(cleanup.remove_lab) before the error goes on. State is written twice: "creating" at the start
-and the full record at the end, never once per object."""
+(cleanup.remove_lab) before the error goes on. State is written a few times ("creating" with
+the planned names first, the full record at the end), never once per object."""
 
 from __future__ import annotations
 
