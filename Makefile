@@ -50,6 +50,7 @@ test: venv lint
 
 bench: venv
 	$(PY) bench/updown.py
+	$(PY) bench/reach.py
 
 clean-labs: venv
 	$(NETEMU) down --all

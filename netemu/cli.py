@@ -282,6 +282,89 @@ def _size(n: float) -> str:
     return f"{n / 1000:.1f}GB"
 
 
+# --- checks and probes ------------------------------------------------------------------------
+PROBE_PROTOS = click.Choice(["icmp", "tcp", "udp", "arp"])
+SECONDS = click.FloatRange(min=0.01, max=3600)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--lab", "lab_name", help="Check this running lab (default: the lab the file names).")
+@click.option("--format", "fmt", type=FORMATS, default="table")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write JUnit XML here (one testcase per check).")
+@click.option("--timeout", type=SECONDS, help="Seconds per probe for checks without their own timeout (2).")
+def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout: float | None) -> None:
+    """Run the checks of FILE (a topology file, or a checks file) against the running lab.
+
+    Exit status: 0 when every check passes, 1 when one fails, 2 for a bad file."""
+    from netemu.errors import CheckFailed
+    from netemu.probe import checks, report
+    from netemu.runtime import lab
+
+    checkset = checks.load_checks(file, lab_name)
+    record = lab.load_record(checkset.lab)
+    if not checkset.checks:
+        click.echo(f"{file}: no checks", err=True)
+    result = checks.run_checks(record, checkset.checks, file=file, timeout=timeout)
+    if junit:
+        with open(junit, "w", encoding="utf-8") as out:
+            out.write(report.junit(result))
+    if fmt == "json":
+        _emit_json(result.to_dict())
+    else:
+        click.echo(report.checks_table(result))
+    if not result.passed:
+        raise CheckFailed(result.failure_message().splitlines()[0].rstrip(":"))
+
+
+@cli.command(name="probe")
+@click.argument("name")
+@click.argument("src", metavar="FROM")
+@click.argument("dst", metavar="TO")
+@click.option("--proto", type=PROBE_PROTOS, default="icmp", show_default=True,
+              help="arp: ARP for an IPv4 neighbour, NDP for an IPv6 one.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Needed with tcp and udp.")
+@click.option("--timeout", type=SECONDS, default=2.0, show_default=True, help="Seconds to wait for an answer.")
+@click.option("--trace", is_flag=True, help="Also trace the path (TTL 1..16) and name each router.")
+@click.option("--expect", type=click.Choice(["reachable", "unreachable", "refused"]), default="reachable",
+              show_default=True, help="Exit 1 unless the outcome is this.")
+@click.option("--format", "fmt", type=FORMATS, default="table")
+def probe_(name: str, src: str, dst: str, proto: str, port: int | None, timeout: float, trace: bool, expect: str,
+           fmt: str) -> None:
+    """One probe from node FROM to TO (a node, NODE:IF or an address) in lab NAME."""
+    from netemu import probe as probing
+    from netemu.errors import CheckFailed
+    from netemu.probe import report
+    from netemu.runtime import lab
+
+    record = lab.load_record(_lab_name(name))
+    request = probing.ProbeRequest(src, dst, proto=proto, port=port, timeout=timeout, trace=trace)
+    result = probing.probe(record, request)
+    if fmt == "json":
+        _emit_json(result.to_dict())
+    else:
+        click.echo(report.probe_text(result))
+    if result.outcome != expect:
+        raise CheckFailed(f"expected {expect}, saw {result.outcome}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=FORMATS, default="table")
+@click.option("--timeout", type=SECONDS, default=2.0, show_default=True, help="Seconds to wait for answers.")
+def reach(name: str, fmt: str, timeout: float) -> None:
+    """The all-pairs reachability matrix of lab NAME: an ICMP echo from every node to every other."""
+    from netemu import probe as probing
+    from netemu.probe import report
+    from netemu.runtime import lab
+
+    matrix = probing.reach(lab.load_record(_lab_name(name)), timeout=timeout)
+    if fmt == "json":
+        _emit_json(matrix.to_dict())
+    else:
+        click.echo(report.reach_table(matrix))
+
+
 def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     for row in [tuple(headers), *rows]:

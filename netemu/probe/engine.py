@@ -4,7 +4,7 @@ Probes run concurrently: all of them send, then every answer is read from whiche
 lands in and handed to the probes, until each has decided or timed out. A session keeps its
 sockets (and the RST guards it installed) until it is closed.
 
-    with Engine(record) as engine:
+    with netemu.probe.open_engine(record) as engine:    # loads scapy the cheap way first
         result = engine.probe(ProbeRequest("h1", "h2", proto="tcp", port=80))
 """
 

@@ -107,6 +107,11 @@ class HostNet:
         self.sockets.append(sock)
         return sock
 
+    def release(self, sock: socket.socket) -> None:
+        if sock in self.sockets:
+            self.sockets.remove(sock)
+        sock.close()
+
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()

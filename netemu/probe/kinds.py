@@ -91,6 +91,7 @@ class Probe:
         self.flows = [Flow(index, ttl) for index, ttl in enumerate(ttls)]
         self.evidence: list[str] = []
         self.arrival: tuple[str, str] | None = None  # (host label, source address seen there)
+        self.reserved: list[socket.socket] = []  # sockets holding our source ports
         self.result: ProbeResult | None = None
         self.attempts = 0
         self.started = self.deadline = self.next_send = time.monotonic()
@@ -159,13 +160,14 @@ class Probe:
         if self.arrival is None and rx.family != socket.AF_PACKET and self.is_mine(pkt):
             self.arrival = (rx.host.label, pk.source(pkt))
             self.note(f"seen at {rx.host.label}: {pk.summary(pkt)}")
-        if self.done or rx.host is not self.src:
+        if rx.host is not self.src:
             return
         found = self.match(pkt)
         if found is None:
             return
         flow, attempt, answer = found
-        if flow.answer is not None:
+        if self.done or flow.answer is not None:
+            self.late_answer(flow, answer)
             return
         sent = flow.sent.get(attempt)
         answer.rtt = rx.ts - sent if sent else None
@@ -186,6 +188,9 @@ class Probe:
 
     def after_answer(self, flow: Flow, answer: Answer) -> None:
         """A hook: the TCP probe closes a half-open connection here."""
+
+    def late_answer(self, flow: Flow, answer: Answer) -> None:
+        """An answer after the probe decided (another TTL of a trace, a duplicate)."""
 
     def error_answer(self, error: pk.IcmpError) -> Answer:
         outcome = None if error.kind == "time-exceeded" and self.req.trace else \
@@ -244,10 +249,14 @@ class Probe:
             target_node=self.ctx.target_node)
 
     def seal(self) -> ProbeResult:
-        """The result, with what the observers saw (they may be read after the answer)."""
+        """The result, with what the observers saw (they may be read after the answer). The
+        source ports are given back: a `within:` window may run hundreds of probes."""
         assert self.result is not None
         if self.arrival:
             self.result.seen_at, self.result.seen_source = self.arrival
+        for sock in self.reserved:
+            self.src.release(sock)
+        self.reserved.clear()
         return self.result
 
 
@@ -301,7 +310,8 @@ class TcpProbe(Probe):
         if problem:
             self.note(f"note: this host's own RSTs for our SYN/ACKs are not held back ({problem})")
         for flow in self.flows:
-            _sock, flow.sport = self.src.reserve(socket.SOCK_STREAM, self.family)
+            sock, flow.sport = self.src.reserve(socket.SOCK_STREAM, self.family)
+            self.reserved.append(sock)
             flow.isn = random.randint(1, 0xFFFFFFFE)
             self.ctx.engine.ports.add(flow.sport)
         super().prepare()
@@ -334,16 +344,26 @@ class TcpProbe(Probe):
         return (flow, _last(flow), self.error_answer(error)) if flow else None
 
     def after_answer(self, flow: Flow, answer: Answer) -> None:
-        if answer.outcome != REACHABLE or self.req.port is None:
-            return
-        # Close the half-open connection the SYN/ACK opened, with a RST we send on purpose
-        # (marked, so the RST guard lets it through).
-        packet = pk.reset(self.ctx.source, self.address, flow.sport, self.req.port, flow.isn + 1)
+        if self._close(flow, answer):
+            self.note(f"sent: {pk.summary(self._reset(flow))} (closes the half-open connection)")
+
+    def late_answer(self, flow: Flow, answer: Answer) -> None:
+        self._close(flow, answer)
+
+    def _reset(self, flow: Flow) -> pk.Packet:
+        assert self.req.port is not None
+        return pk.reset(self.ctx.source, self.address, flow.sport, self.req.port, (flow.isn + 1) & 0xFFFFFFFF)
+
+    def _close(self, flow: Flow, answer: Answer) -> bool:
+        """Close the half-open connection a SYN/ACK opened, with a RST we send on purpose
+        (marked, so the RST guard lets it through)."""
+        if answer.outcome != REACHABLE:
+            return False
         try:
-            self.send(packet)
-            self.note(f"sent: {pk.summary(packet)} (closes the half-open connection)")
+            self.send(self._reset(flow))
         except OSError:
-            pass
+            return False
+        return True
 
     def is_mine(self, pkt: pk.Packet) -> bool:
         segment = pk.tcp_segment(pkt)
@@ -361,7 +381,8 @@ class UdpProbe(Probe):
     def prepare(self) -> None:
         nonce = os.urandom(8)
         for flow in self.flows:
-            _sock, flow.sport = self.src.reserve(socket.SOCK_DGRAM, self.family)
+            sock, flow.sport = self.src.reserve(socket.SOCK_DGRAM, self.family)
+            self.reserved.append(sock)
             flow.payload = pk.MAGIC + nonce + bytes([flow.index])
             self.ctx.engine.ports.add(flow.sport)
         super().prepare()

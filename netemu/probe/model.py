@@ -36,9 +36,6 @@ class ProbeRequest:
     timeout: float = 2.0
     trace: bool = False  # send TTL 1..max_hops too and report the path (for `via:`)
 
-    def label(self) -> str:
-        return f"{self.proto}/{self.port}" if self.port else self.proto
-
 
 @dataclass
 class Hop:
@@ -95,11 +92,14 @@ class ProbeResult:
         return f"{self.flow}: {self.describe()}"
 
     def __repr__(self) -> str:
-        lines = [f"<probe {self}"]
-        if self.path is not None:
-            lines.append(f"  path: {self.path_text()}")
-        lines += [f"  {line}" for line in self.evidence]
-        return "\n".join(lines) + ">"
+        # One line: pytest shows it (escaped and cut at a few hundred characters) when an
+        # `assert result.reachable` fails. The evidence is in details() and the plugin's report.
+        return f"<probe {self}>"
+
+    def details(self) -> list[str]:
+        """The path (when traced) and the evidence, one line each."""
+        lines = [f"path: {self.path_text()}"] if self.path is not None else []
+        return lines + self.evidence
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -13,7 +13,9 @@ The table is named netemu_probe and lives in the host's own namespace (it goes a
 host). It is created when a session first sends a TCP probe from a host and deleted when the
 session ends. Hosts that share the machine's namespace (network: host) get no table: netemu
 never changes the machine's firewall for a probe. If nft is missing, probes still work; the
-kernel's RSTs then go out, and that is noted in the probe's evidence."""
+kernel's RSTs then go out, and that is noted in the probe's evidence. Two sessions probing from
+one host at the same time share the table, and the first to end removes it; the other's
+verdicts do not depend on it (answers are matched strictly), only its politeness does."""
 
 from __future__ import annotations
 

@@ -62,6 +62,8 @@ class Sweep:
         self.pending: dict[tuple[int, int], _Pair] = {}
         self.template4 = self._template(socket.AF_INET)
         self.template6 = self._template(socket.AF_INET6)
+        padded = self.template4 + (b"\0" if len(self.template4) % 2 else b"")
+        self.sum4 = sum(struct.unpack(f"!{len(padded) // 2}H", padded))  # its checksum field is zero
 
     def _template(self, family: int) -> bytes:
         from scapy.compat import raw
@@ -94,27 +96,20 @@ class Sweep:
     def _echo(self, family: int, ident: int, seq: int) -> bytes:
         if family == socket.AF_INET6:
             return self.template6[:4] + struct.pack("!HH", ident, seq) + self.template6[8:]
-        # RFC 1071 checksum of the template with this id and seq (the template's is zero)
-        csum = ~_fold(self._base4 + ident + seq) & 0xFFFF
+        # RFC 1071: the template's sum plus the two words that change
+        csum = ~_fold(self.sum4 + ident + seq) & 0xFFFF
         return self.template4[:2] + struct.pack("!HHH", csum, ident, seq) + self.template4[8:]
-
-    @property
-    def _base4(self) -> int:
-        if not hasattr(self, "_base4_sum"):
-            data = self.template4 + (b"\0" if len(self.template4) % 2 else b"")
-            self._base4_sum = sum(struct.unpack(f"!{len(data) // 2}H", data))
-        return self._base4_sum
 
     # --- the sweep --------------------------------------------------------------------------
     def run(self) -> ReachMatrix:
         started = time.monotonic()
         sources = [i for i, n in enumerate(self.nodes) if self.view.nodes[n].alive]
-        targets = [j for j, a in enumerate(self.addresses) if a is not None]
-        for i, node in enumerate(self.nodes):
-            for j in range(len(self.nodes)):
+        targets = {j for j, a in enumerate(self.addresses) if a is not None}
+        count = len(self.nodes)
+        for i in range(count):
+            for j in range(count):
                 if i != j:
                     self.cells[(i, j)] = self._initial(i, j)
-        count = len(self.nodes)
         for k in range(1, count):
             for i in sources:
                 j = (i + k) % count
@@ -170,7 +165,8 @@ class Sweep:
     def _poll(self, timeout: float) -> None:
         for fd, _event in self.poller.poll(timeout * 1000):
             host, sock, family = self.by_fd[fd]
-            for rx in host.drain(sock, family, 0):
+            proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+            for rx in host.drain(sock, family, proto):
                 self._match(rx)
 
     def _match(self, rx: Received) -> None:

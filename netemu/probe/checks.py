@@ -1,0 +1,266 @@
+"""Checks: load them (from a topology file or a separate checks file), run them against a
+running lab, and judge each one by the packets its probe saw.
+
+All checks of a run are probed concurrently. A check whose expectation does not hold yet and
+that has a `within:` window is probed again (every RETRY_PAUSE seconds) until it holds or the
+window, counted from the start of the run, is over. `timeout:` bounds each single probe."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netemu.errors import InputError, TopologyError
+from netemu.probe.model import ERROR, REACHABLE, REFUSED, ProbeRequest, ProbeResult
+from netemu.runtime import lab as runtime
+from netemu.topology import load_topology
+from netemu.topology._tree import Invalid, Item, parse
+from netemu.topology.loader import _checks as parse_checks
+from netemu.topology.model import Check, Endpoint, Link, Node
+
+DEFAULT_TIMEOUT = 2.0
+RETRY_PAUSE = 0.5
+CHECKS_FILE_KEYS = ("lab", "checks")
+
+
+# --- loading ----------------------------------------------------------------------------------
+@dataclass
+class CheckSet:
+    lab: str
+    checks: list[Check]
+    file: str | None = None
+
+
+def load_checks(path: str | Path, lab: str | None = None) -> CheckSet:
+    """`path` is a topology file (its `checks:`) or a checks file: `{lab: NAME, checks: [...]}`
+    or a bare list of checks. A checks file is validated against the running lab: its nodes and
+    interfaces. `lab` overrides the lab the file names."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError(str(path), None, "", f"cannot read the file: {exc}") from None
+    try:
+        root = parse(text)
+    except Invalid as exc:
+        raise TopologyError(str(path), exc.line, exc.path, exc.reason) from None
+    if root is not None and isinstance(root.value, dict) and "nodes" in root.value:
+        topo = load_topology(path)
+        return CheckSet(lab or topo.name, topo.checks, str(path))
+    try:
+        return _checks_file(root, path, lab)
+    except Invalid as exc:
+        raise TopologyError(str(path), exc.line, exc.path, exc.reason) from None
+
+
+def _checks_file(root: Item | None, path: Path, lab: str | None) -> CheckSet:
+    if root is None:
+        raise Invalid(1, "", "the file is empty: expected 'checks:' (and 'lab:'), or a topology")
+    items = root
+    if isinstance(root.value, dict):
+        fields = root.mapping(CHECKS_FILE_KEYS, required=("checks",))
+        items = fields["checks"]
+        if lab is None and "lab" in fields:
+            lab = str(fields["lab"].scalar())
+    if lab is None:
+        raise InputError(f"{path}: name the lab to check: add 'lab: NAME' to the file or pass --lab NAME")
+    record = runtime.load_record(lab)
+    nodes, links = _shape(record)
+    return CheckSet(lab, parse_checks(items, nodes, links), str(path))
+
+
+def _shape(record: dict[str, Any]) -> tuple[dict[str, Node], list[Link]]:
+    """The node names and interfaces of a running lab, as the check parser wants them."""
+    nodes = {name: Node(name=name) for name in record["nodes"]}
+    links = []
+    for link in record.get("links", []):
+        ends = []
+        for text in link["endpoints"]:
+            node, sep, iface = text.partition(":")
+            ends.append(Endpoint(node=node, iface=iface) if sep else Endpoint(network=text))
+        links.append(Link(endpoints=(ends[0], ends[1])))
+    return nodes, links
+
+
+# --- results ----------------------------------------------------------------------------------
+def describe_check(check: Check) -> str:
+    proto = f"{check.proto}/{check.port}" if check.port else check.proto
+    text = f"{check.src} -> {check.dst} {proto} expect {check.expect}"
+    if check.via:
+        text += f" via {', '.join(check.via)}"
+    if check.seen_as:
+        text += f" seen as {check.seen_as}"
+    return text
+
+
+@dataclass
+class CheckResult:
+    index: int  # 1-based position in the file
+    check: Check
+    passed: bool
+    message: str  # what was expected and what was seen
+    probe: ProbeResult | None = None
+    attempts: int = 0
+    elapsed: float = 0.0
+    file: str | None = None
+
+    @property
+    def title(self) -> str:
+        return describe_check(self.check)
+
+    @property
+    def location(self) -> str:
+        line = f":{self.check.line}" if self.check.line else ""
+        return f"{self.file or '<api>'}{line}"
+
+    @property
+    def error(self) -> bool:
+        return self.probe is not None and self.probe.outcome == ERROR
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return f"check {self.index} ({self.location}) {self.title}: {verdict}: {self.message}"
+
+    def details(self) -> list[str]:
+        lines = self.probe.details() if self.probe is not None else []
+        if self.attempts > 1:
+            lines.append(f"{self.attempts} attempts over {self.elapsed:.2f}s")
+        return lines
+
+    def __bool__(self) -> bool:
+        return self.passed  # `assert lab.check(...)` then shows the repr below when it fails
+
+    def __repr__(self) -> str:
+        return f"<{self}>"
+
+    def to_dict(self) -> dict[str, Any]:
+        check = asdict(self.check)
+        check["from"], check["to"] = check.pop("src"), check.pop("dst")
+        return {"index": self.index, "location": self.location, "title": self.title, "check": check,
+                "passed": self.passed, "message": self.message, "attempts": self.attempts,
+                "elapsed": round(self.elapsed, 4), "probe": self.probe.to_dict() if self.probe else None}
+
+
+@dataclass
+class CheckReport:
+    lab: str
+    results: list[CheckResult] = field(default_factory=list)
+    file: str | None = None
+    elapsed: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.passed]
+
+    def summary(self) -> str:
+        total, failed = len(self.results), len(self.failures)
+        return (f"{total} check{'' if total == 1 else 's'}, {total - failed} passed, {failed} failed "
+                f"in {self.elapsed:.2f}s (lab {self.lab})")
+
+    def failure_message(self) -> str:
+        """Every failed check with what was expected, what was seen and the packets."""
+        where = f" ({self.file})" if self.file else ""
+        total = len(self.results)
+        lines = [f"{len(self.failures)} of {total} check{'' if total == 1 else 's'} failed{where}:"]
+        for result in self.failures:
+            lines.append(f"  {result}")
+            lines += [f"      {line}" for line in result.details()]
+        return "\n".join(lines)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        if self.passed:
+            return f"<{self.summary()}>"
+        first = self.failures[0]
+        return f"<{self.summary()}; first failure: {first}>"
+
+    def __str__(self) -> str:
+        return self.summary() if self.passed else self.failure_message()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lab": self.lab, "file": self.file, "passed": self.passed, "total": len(self.results),
+                "failed": len(self.failures), "elapsed": round(self.elapsed, 4),
+                "checks": [r.to_dict() for r in self.results]}
+
+
+# --- judging ----------------------------------------------------------------------------------
+def evaluate(check: Check, result: ProbeResult) -> tuple[bool, str]:
+    """(passed, message): the message says what was expected and what was seen."""
+    if result.outcome == ERROR:
+        return False, f"could not probe: {result.reason}"
+    if result.outcome != check.expect:
+        return False, f"expected {check.expect}, saw {result.describe()}"
+    problems = []
+    arrived = result.outcome in (REACHABLE, REFUSED)  # the target's stack got the probe
+    if arrived and check.via and not _visits(result, check.via):
+        problems.append(f"expected the path via {', '.join(check.via)}, saw {result.path_text()}")
+    if arrived and check.seen_as and result.seen_source != check.seen_as:
+        if result.seen_source is None:
+            problems.append(f"expected it to arrive from {check.seen_as}, but no lab host saw it arrive")
+        else:
+            problems.append(f"expected it to arrive from {check.seen_as}, but {result.seen_at} saw it "
+                            f"from {result.seen_source}")
+    if problems:
+        return False, f"{result.describe()}; but " + "; ".join(problems)
+    extra = ""
+    if check.via:
+        extra += f"; path {result.path_text()}"
+    if check.seen_as:
+        extra += f"; {result.seen_at} saw it from {result.seen_source}"
+    return True, result.describe() + extra
+
+
+def _visits(result: ProbeResult, via: list[str]) -> bool:
+    """The routers of `via` appear on the path in that order (others may come between)."""
+    hops = iter(hop.node for hop in result.path or [])
+    return all(any(node == wanted for node in hops) for wanted in via)
+
+
+# --- running ----------------------------------------------------------------------------------
+def request_for(check: Check, timeout: float | None = None) -> ProbeRequest:
+    return ProbeRequest(src=check.src, dst=check.dst, proto=check.proto, port=check.port,
+                        timeout=check.timeout or timeout or DEFAULT_TIMEOUT, trace=bool(check.via))
+
+
+def run_checks(record: dict[str, Any], checks: list[Check], file: str | None = None,
+               timeout: float | None = None) -> CheckReport:
+    """Run `checks` against the running lab of `record`; `timeout` is the default per probe."""
+    from netemu.probe import open_engine
+
+    report = CheckReport(lab=record["name"], file=file)
+    started = time.monotonic()
+    results: dict[int, CheckResult] = {
+        i: CheckResult(index=i + 1, check=c, passed=False, message="not run", file=file)
+        for i, c in enumerate(checks)}
+    pending = list(results)
+    with open_engine(record) as engine:
+        while pending:
+            round_start = time.monotonic()
+            probes = engine.run([request_for(checks[i], timeout) for i in pending])
+            for i, probe in zip(pending, probes, strict=True):
+                result = results[i]
+                result.probe, result.attempts = probe, result.attempts + 1
+                result.passed, result.message = evaluate(result.check, probe)
+                # probes run side by side: a check's time is from the start of the run to the
+                # end of its own last probe, not to the end of the slowest one
+                result.elapsed = round_start - started + probe.elapsed
+            pending = [i for i in pending if _retry(results[i], started)]
+            if pending:
+                time.sleep(max(0.0, round_start + RETRY_PAUSE - time.monotonic()))
+    report.results = [results[i] for i in sorted(results)]
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+def _retry(result: CheckResult, started: float) -> bool:
+    window = result.check.within
+    return not result.passed and not result.error and window is not None and \
+        time.monotonic() + RETRY_PAUSE < started + window
