@@ -10,37 +10,18 @@ and the values found before the first lab are written back after the last one.""
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from netemu.linux import sysctl
-from netemu.runtime import paths
+from netemu.runtime import state
 
 LEDGER = "host-sysctls.json"
 FORWARDING = "net.ipv4.ip_forward"
 
 
-@contextmanager
-def _ledger() -> Iterator[dict[str, Any]]:
-    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(paths.RUN_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        path = paths.RUN_DIR / LEDGER
-        data = json.loads(path.read_text()) if path.exists() else {"saved": {}, "labs": {}}
-        yield data
-        if data["labs"] or data["saved"]:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, path)
-        else:
-            path.unlink(missing_ok=True)
-    finally:
-        os.close(lock_fd)
+def _ledger() -> AbstractContextManager[dict[str, Any]]:
+    return state.ledger(LEDGER, lambda: {"saved": {}, "labs": {}})
 
 
 def neighbour_entries(hosts_per_segment: list[int]) -> int:

@@ -6,17 +6,13 @@ side by side never collide; a subnet the machine already routes is never handed 
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from netemu.errors import MachineError
 from netemu.linux.netlink import Netlink
-from netemu.runtime import paths
+from netemu.runtime import state
 
 LEDGER = "pools.json"
 # Docker's default-address-pools idea: bridges take /24s from 172.30.0.0/16; point-to-point
@@ -27,23 +23,8 @@ P2P_POOL = ipaddress.ip_network("100.64.0.0/10")
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@contextmanager
-def _ledger() -> Iterator[dict[str, Any]]:
-    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
-    path = paths.RUN_DIR / LEDGER
-    fd = os.open(paths.RUN_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {}
-        yield data
-        if data:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, path)
-        else:
-            path.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
+def _ledger() -> AbstractContextManager[dict[str, Any]]:
+    return state.ledger(LEDGER, dict)
 
 
 def _machine_networks() -> list[Net]:

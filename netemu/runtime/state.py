@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,27 @@ def load_topology(lab: str) -> Any:
         return pickle.loads((paths.state_dir(lab) / TOPOLOGY_FILE).read_bytes())
     except (FileNotFoundError, pickle.UnpicklingError, AttributeError, EOFError):
         return None
+
+
+@contextmanager
+def ledger(filename: str, empty: Callable[[], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """A machine-wide JSON ledger under the run directory, read and rewritten under one lock
+    shared by every netemu process; removed when it holds nothing (all values empty)."""
+    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    path = paths.RUN_DIR / filename
+    fd = _open_dir(paths.RUN_DIR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else empty()
+        yield data
+        if any(data.values()):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        else:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def lab_names() -> list[str]:
