@@ -1,5 +1,6 @@
 # netemu: two commands on a fresh Debian machine, as root:
-#   make run    installs what is missing, brings up topologies/seed.yaml, pings r2 from r1, takes it down
+#   make run    installs what is missing, brings up topologies/seed.yaml, pings r2 from r1, runs its
+#               checks, takes it down
 #   make test   installs what is missing and runs the whole suite (lint, unit, integration)
 SHELL := /bin/bash
 VENV := .venv
@@ -37,7 +38,8 @@ run: venv
 	$(NETEMU) up topologies/seed.yaml; \
 	$(NETEMU) ps; \
 	$(NETEMU) inspect seed; \
-	$(NETEMU) exec seed r1 -- ping -c 3 -W 2 10.1.0.2
+	$(NETEMU) exec seed r1 -- ping -c 3 -W 2 10.1.0.2; \
+	$(NETEMU) check topologies/seed.yaml
 
 lint: venv
 	$(VENV)/bin/ruff check netemu tests bench
