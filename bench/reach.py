@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from labgen import bridge_lab_yaml
+
 from netemu import probe
 from netemu.errors import LabNotFound
 from netemu.runtime import execution
@@ -66,12 +68,7 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def topology_yaml(name: str, n: int) -> str:
-    lines = [f"name: {name}", "nodes:"]
-    lines += [f"  h{i}: {{}}" for i in range(1, n + 1)]
-    lines += ["networks:", f"  lan: {{subnet: {SUBNET}, gateway: {SUBNET.network_address + 1}}}", "links:"]
-    for i in range(1, n + 1):
-        lines += [f"  - endpoints: [h{i}:eth0, lan]", f"    addresses: [{SUBNET.network_address + i + 1}/16]"]
-    return "\n".join(lines) + "\n"
+    return bridge_lab_yaml(name, n, SUBNET)
 
 
 # --- netemu ---------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from labgen import bridge_lab_yaml, host_address
+
 import netemu
 from netemu.errors import LabNotFound
 from netemu.runtime import lab as runtime
@@ -80,11 +82,6 @@ def shielded() -> Iterator[None]:
 
 
 # helpers ---------------------------------------------------------------------------------------
-def host_address(subnet: ipaddress.IPv4Network, i: int) -> str:
-    """Host i (1-based): .1 is the gateway, so host 1 is .2, host 2 is .3, ..."""
-    return f"{subnet.network_address + i + 1}/{subnet.prefixlen}"
-
-
 def gateway(subnet: ipaddress.IPv4Network) -> str:
     return f"{subnet.network_address + 1}/{subnet.prefixlen}"
 
@@ -196,12 +193,7 @@ def floor_cleanup() -> list[str]:
 
 # netemu ----------------------------------------------------------------------------------------
 def topology_yaml(name: str, n: int) -> str:
-    lines = [f"name: {name}", "nodes:"]
-    lines += [f"  h{i}: {{}}" for i in range(1, n + 1)]
-    lines += ["networks:", f"  lan: {{subnet: {SUBNET}, gateway: {SUBNET.network_address + 1}}}", "links:"]
-    for i in range(1, n + 1):
-        lines += [f"  - endpoints: [h{i}:eth0, lan]", f"    addresses: [{host_address(SUBNET, i)}]"]
-    return "\n".join(lines) + "\n"
+    return bridge_lab_yaml(name, n, SUBNET)
 
 
 def lab_links(name: str, n: int) -> list[str]:

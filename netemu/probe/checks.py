@@ -17,7 +17,7 @@ from netemu.probe.model import ERROR, REACHABLE, REFUSED, ProbeRequest, ProbeRes
 from netemu.runtime import lab as runtime
 from netemu.topology import load_topology
 from netemu.topology._tree import Invalid, Item, parse
-from netemu.topology.loader import _checks as parse_checks
+from netemu.topology.loader import parse_checks
 from netemu.topology.model import Check, Endpoint, Link, Node
 
 DEFAULT_TIMEOUT = 2.0

@@ -80,7 +80,7 @@ def _topology(root: Item | None, path: Path | None) -> Topology:
     nodes = _nodes(top["nodes"], top.get("defaults"))
     networks = _networks(top.get("networks"), nodes)
     links = parse_links(top.get("links"), nodes, networks)
-    checks = _checks(top.get("checks"), nodes, links)
+    checks = parse_checks(top.get("checks"), nodes, links)
     return Topology(name=name, path=path, nodes=nodes, networks=networks, links=links, checks=checks)
 
 
@@ -397,7 +397,7 @@ def _check_network_overlaps(item: Item, networks: dict[str, Network]) -> None:
 # --- checks -----------------------------------------------------------------------------------
 
 
-def _checks(item: Item | None, nodes: dict[str, Node], links: list[Link]) -> list[Check]:
+def parse_checks(item: Item | None, nodes: dict[str, Node], links: list[Link]) -> list[Check]:
     if not _given(item):
         return []
     assert item is not None
