@@ -7,11 +7,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NETEMU := $(VENV)/bin/netemu
 # Debian packages netemu and its tests use: Python, a C compiler and static libc (netemu-init),
-# iproute2, ping, nftables, procps, util-linux (setpriv, nsenter), kmod.
+# iproute2, ping, nftables, procps, util-linux (setpriv, nsenter), kmod; FRRouting for the ospf lab
+# (it runs inside the lab's hosts only: the machine's own frr service is stopped and disabled);
+# graphviz draws `netemu graph -o x.svg|x.png`.
 DEB_PACKAGES := python3 python3-venv python3-pip gcc libc6-dev make iproute2 iputils-ping nftables busybox-static \
-	procps util-linux kmod
+	procps util-linux kmod frr graphviz
 
-.PHONY: all deps venv run test lint unit bench clean-labs
+.PHONY: all deps frr-off venv run test lint unit bench clean-labs
 
 all: test
 
@@ -20,7 +22,16 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		if [[ " $$missing " == *" frr "* ]]; then $(MAKE) --no-print-directory frr-off; fi; \
 	fi
+
+# The frr package starts and enables frr.service on the machine; netemu only runs FRR inside lab hosts.
+frr-off:
+	@{ if [ -d /run/systemd/system ]; then systemctl disable --now frr; \
+	else \
+		if [ -x /etc/init.d/frr ]; then /etc/init.d/frr stop; fi; \
+		if command -v systemctl; then systemctl disable frr; elif command -v update-rc.d; then update-rc.d frr disable; fi; \
+	fi; } >/dev/null 2>&1 || true
 
 $(VENV)/.installed: pyproject.toml netemu/linux/init/netemu-init.c
 	python3 -m venv $(VENV)

@@ -46,7 +46,9 @@ class Lab:
         self.down()
 
     def inspect(self) -> dict[str, Any]:
-        return runtime.inspect(self.name)
+        from netemu.runtime import inspection
+
+        return inspection.inspect(self.name)
 
     @property
     def nodes(self) -> list[str]:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
-from netemu import __version__
-from netemu.errors import InputError, NetemuError
-from netemu.topology import load_topology
+from netemu import __version__, progress
+from netemu.errors import InputError, MachineError, NetemuError
+from netemu.progress import Step
+from netemu.topology import Topology, load_topology
 
 FORMATS = click.Choice(["table", "json"])
+PROG = "netemu"  # fixed, so completion's variable is _NETEMU_COMPLETE however netemu is started
+QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+VERBOSE = click.option("-v", "--verbose", is_flag=True,
+                       help="A line per step on a terminal; JSON lines on stderr when it is not one.")
 
 
 def _progress(quiet: bool) -> Any:
@@ -26,11 +35,54 @@ def _progress(quiet: bool) -> Any:
     return lambda msg: click.echo(f"[{time.monotonic() - start:6.2f}s] {msg}", err=True)
 
 
+def _is_file_argument(target: str) -> bool:
+    return target.endswith((".yaml", ".yml")) or os.path.sep in target
+
+
 def _lab_name(target: str) -> str:
     """`down` and friends take a lab name or the topology file that names it."""
-    if target.endswith((".yaml", ".yml")) or os.path.sep in target:
+    if _is_file_argument(target):
         return load_topology(target).name
     return target
+
+
+# --- shell completion: read the state files only, never the kernel ------------------------------
+def _complete_labs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    from netemu.runtime import state
+
+    try:
+        return [CompletionItem(name) for name in state.lab_names() if name.startswith(incomplete)]
+    except OSError:
+        return []
+
+
+def _complete_lab_or_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    # A `file` item first: bash falls back to file names only when no lab name matched.
+    return [CompletionItem(incomplete, type="file"), *_complete_labs(ctx, param, incomplete)]
+
+
+def _record_for_completion(ctx: click.Context) -> dict[str, Any]:
+    from netemu.runtime import state
+
+    target = ctx.params.get("name") or ctx.params.get("target") or ""
+    try:
+        return state.read(_lab_name(target)) or {}
+    except (NetemuError, OSError):
+        return {}
+
+
+def _complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return [CompletionItem(n) for n in _record_for_completion(ctx).get("nodes", {}) if n.startswith(incomplete)]
+
+
+def _complete_endpoints(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """NODE:IF of every link end that is a host's interface."""
+    ends = [ep for entry in _record_for_completion(ctx).get("links", []) for ep in entry["endpoints"] if ":" in ep]
+    return [CompletionItem(ep) for ep in ends if ep.startswith(incomplete)]
+
+
+def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return _complete_nodes(ctx, param, incomplete) + _complete_endpoints(ctx, param, incomplete)
 
 
 def _emit_json(data: Any) -> None:
@@ -52,79 +104,271 @@ def validate(file: str) -> None:
                f"{len(topo.links)} links, {len(topo.checks)} checks")
 
 
+# --- pictures ---------------------------------------------------------------------------------
+PICTURE_TYPES = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mmd"}
+
+
+@cli.command()
+@click.argument("target", metavar="FILE|NAME", shell_complete=_complete_lab_or_file)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write here; the suffix picks the type: .svg, .png (Graphviz), .dot, .mmd (Mermaid).")
+@click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot", "mmd"]),
+              help="The type when there is no -o, or to override its suffix (default: dot).")
+@click.option("--layout", type=click.Choice(["auto", "dot", "sfdp"]), default="auto", show_default=True,
+              help="Graphviz layout: ranked left to right (dot), or clustered (sfdp); auto picks by size.")
+def graph(target: str, output: str | None, fmt: str | None, layout: str) -> None:
+    """A picture of the topology FILE, or of running lab NAME (with the addresses `up` chose)."""
+    from netemu.topology import drawing
+
+    topo = _topology_to_draw(target)
+    fmt = fmt or _picture_type(output)
+    text = drawing.to_mermaid(topo) if fmt == "mmd" else drawing.to_dot(topo, layout)
+    data = _graphviz(text, fmt) if fmt in ("svg", "png") else text.encode()
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        Path(output).write_bytes(data)
+    except OSError as e:
+        raise InputError(f"{output}: cannot write: {e.strerror or e}") from None
+    click.echo(f"{output}: {fmt}, {len(topo.nodes)} nodes, {len(topo.networks)} networks, {len(topo.links)} links")
+
+
+def _topology_to_draw(target: str) -> Topology:
+    from netemu.runtime import state
+
+    if _is_file_argument(target) or Path(target).is_file():
+        return load_topology(target)
+    topo = state.load_topology(target)
+    if topo is None:
+        raise InputError(f"{target}: neither a topology file nor a running lab (netemu ps lists the labs)")
+    return topo
+
+
+def _picture_type(output: str | None) -> str:
+    if output is None:
+        return "dot"
+    suffix = Path(output).suffix.lower()
+    if suffix not in PICTURE_TYPES:
+        raise InputError(f"{output}: unknown picture type '{suffix or '(none)'}': use .svg, .png, .dot or .mmd "
+                         "(or --format)")
+    return PICTURE_TYPES[suffix]
+
+
+def _graphviz(source: str, fmt: str) -> bytes:
+    """SVG or PNG from DOT through Graphviz's `dot` program (its `layout` attribute picks the engine)."""
+    exe = shutil.which("dot")
+    if exe is None:
+        raise MachineError("graphviz is not installed (its `dot` program draws SVG and PNG): "
+                           "apt-get install graphviz, or use -o FILE.dot or FILE.mmd")
+    result = subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"dot -T{fmt} failed: {result.stderr.decode(errors='replace').strip()[-500:]}")
+    return result.stdout
+
+
+# --- shell completion -------------------------------------------------------------------------
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]), default="bash")
+def completion(shell: str) -> None:
+    """The completion script for SHELL: commands, options, lab names and node names.
+
+    \b
+    bash, for this shell:   eval "$(netemu completion bash)"
+    bash, for every shell:  netemu completion bash > /etc/bash_completion.d/netemu"""
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    assert complete is not None, "click knows bash, zsh and fish"
+    click.echo(complete(cli, {}, PROG, "_NETEMU_COMPLETE").source())
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def up(file: str, quiet: bool) -> None:
-    """Create the lab described by FILE; on failure nothing is left behind."""
+@QUIET
+@VERBOSE
+def up(file: str, quiet: bool, verbose: bool) -> None:
+    """Create the lab described by FILE; on failure nothing is left behind.
+
+    On a terminal a live count of hosts and links shows on stderr."""
     from netemu.runtime import lab
 
     topo = load_topology(file)
     started = time.monotonic()
-    record = lab.up(topo, progress=_progress(quiet))
+    with progress.reporter(progress.mode_for(quiet, verbose), f"up {topo.name}") as say:
+        record = lab.up(topo, progress=say)
     if not quiet:
         click.echo(f"lab '{record['name']}' is up: {len(record['nodes'])} nodes, {len(record['links'])} links "
                    f"in {time.monotonic() - started:.2f}s")
 
 
 @cli.command()
-@click.argument("target", required=False)
+@click.argument("target", required=False, shell_complete=_complete_lab_or_file)
 @click.option("--all", "all_labs", is_flag=True, help="Take down every lab.")
-@click.option("-q", "--quiet", is_flag=True)
-def down(target: str | None, all_labs: bool, quiet: bool) -> None:
+@QUIET
+@VERBOSE
+def down(target: str | None, all_labs: bool, quiet: bool, verbose: bool) -> None:
     """Remove everything lab TARGET (a name or its file) created. Idempotent with --all."""
     from netemu.runtime import lab
 
     if all_labs == bool(target):
         raise InputError("give a lab name (or its file), or --all")
     names = [entry["name"] for entry in lab.list_labs()] if all_labs else [_lab_name(target or "")]
-    for name in names:
-        removed = lab.down(name)
-        if not quiet:
-            click.echo(f"lab '{name}' is down" if not removed.empty() else f"no lab '{name}': nothing to remove")
+    lines: list[str] = []
+    try:  # the lines wait for the live display to end, which they would garble
+        with progress.reporter(progress.mode_for(quiet, verbose), "down") as say:
+            for done, name in enumerate(names, 1):
+                if say:
+                    say(f"removing lab '{name}'")
+                removed = lab.down(name)
+                if say and len(names) > 1:
+                    say(Step("labs", done, len(names)))
+                lines.append(f"lab '{name}' is down" if not removed.empty() else f"no lab '{name}': nothing to remove")
+    finally:
+        for line in [] if quiet else lines:
+            click.echo(line)
 
 
 @cli.command()
 @click.option("--format", "fmt", type=FORMATS, default="table")
-def ps(fmt: str) -> None:
-    """List the labs on this machine."""
+@click.option("-n", "--nodes", "by_node", is_flag=True, help="One row per node: its lab, pid, state and netns.")
+def ps(fmt: str, by_node: bool) -> None:
+    """List the labs on this machine (with --nodes, their nodes)."""
     from netemu.runtime import lab
 
     labs = lab.list_labs()
+    if by_node:
+        _ps_nodes(labs, fmt)
+        return
     if fmt == "json":
         _emit_json(labs)
         return
-    rows = [(e["name"], e["status"], f"{e['alive']}/{e['nodes']}", e.get("file") or "") for e in labs]
-    _table(["LAB", "STATUS", "NODES", "FILE"], rows)
+    rows = [(e["name"], e["status"], f"{e['alive']}/{e['nodes']}", _age(e.get("created")), e.get("file") or "")
+            for e in labs]
+    _table(["LAB", "STATUS", "NODES", "CREATED", "FILE"], rows)
+
+
+def _ps_nodes(labs: list[dict[str, Any]], fmt: str) -> None:
+    from netemu.runtime import lab, paths, state
+
+    nodes = []
+    for entry in labs:
+        for node, info in ((state.read(entry["name"]) or {}).get("nodes") or {}).items():
+            alive = lab.node_alive(info)
+            nodes.append({"lab": entry["name"], "node": node, "pid": info.get("pid"),
+                          "state": "up" if alive else ("stopped" if not info.get("pid") else "dead"),
+                          "netns": paths.netns_name(entry["name"], node)
+                          if info.get("netns_pid") and info.get("netns_pid") == info.get("pid") else None})
+    if fmt == "json":
+        _emit_json(nodes)
+        return
+    _table(["LAB", "NODE", "PID", "STATE", "NETNS"],
+           [(n["lab"], n["node"], str(n["pid"] or "-"), n["state"], n["netns"] or "-") for n in nodes])
+
+
+def _age(created: float | None) -> str:
+    if not created:
+        return "-"
+    seconds = max(0, int(time.time() - created))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_labs)
 @click.option("--format", "fmt", type=FORMATS, default="table")
 def inspect(name: str, fmt: str) -> None:
-    """Nodes, pids, interfaces, addresses and routes of lab NAME."""
-    from netemu.runtime import lab
+    """Nodes, pids, limits, interfaces, addresses, routes and link state of lab NAME.
 
-    data = lab.inspect(_lab_name(name))
+    The table leaves out loopback and IPv6 link-local addresses and routes; JSON has them all."""
+    from netemu.runtime import inspection
+
+    data = inspection.inspect(_lab_name(name))
     if fmt == "json":
         _emit_json(data)
         return
-    click.echo(f"lab {data['name']}: {data['status']} ({data.get('file') or 'no file'})")
+    nodes = data["nodes"]
+    click.echo(f"lab {data['name']}: {data['status']}, {len(nodes)} nodes, {len(data['links'])} links, "
+               f"created {_age(data.get('created'))} ({data.get('file') or 'no file'})")
+    for headers, rows in (_node_rows(nodes), _interface_rows(nodes), _route_rows(nodes), _link_rows(data["links"])):
+        if rows:
+            click.echo()
+            _table(headers, rows)
+
+
+def _node_rows(nodes: dict[str, Any]) -> tuple[list[str], list[tuple[str, ...]]]:
     rows = []
-    for node, info in data["nodes"].items():
-        ifaces = [i for i in info.get("interfaces", []) if i["name"] != "lo"]
-        summary = ", ".join(f"{i['name']} {' '.join(i['addresses'])}".strip() for i in ifaces) or "-"
-        status = "up" if info["alive"] else ("stopped" if info.get("stopped") else "dead")
-        rows.append((node, str(info["pid"] or "-"), status, info.get("netns") or "-", summary))
-    _table(["NODE", "PID", "STATE", "NETNS", "INTERFACES"], rows)
+    for node, info in nodes.items():
+        status = "up" if info["alive"] else ("stopped" if info.get("stopped") or not info.get("pid") else "dead")
+        extra = info.get("extra") or {}
+        usage = info.get("usage") or {}
+        rows.append((node, str(info.get("pid") or "-"), status, info.get("netns") or "-",
+                     str(extra.get("image", "-")), _limits_text(extra.get("limits") or {}),
+                     _bytes(usage["memory_bytes"]) if "memory_bytes" in usage else "-", str(usage.get("pids", "-"))))
+    return ["NODE", "PID", "STATE", "NETNS", "IMAGE", "LIMITS", "MEMORY", "PIDS"], rows
+
+
+def _limits_text(limits: dict[str, Any]) -> str:
+    parts = []
+    if limits.get("cpus") is not None:
+        parts.append(f"cpus {limits['cpus']:g}")
+    if limits.get("memory") is not None:
+        parts.append(f"memory {_bytes(limits['memory'])}")
+    if limits.get("pids") is not None:
+        parts.append(f"pids {limits['pids']}")
+    return ", ".join(parts) or "-"
+
+
+def _bytes(n: float) -> str:
+    """Memory as the kernel counts it (powers of 1024)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}".removesuffix(".0") + unit
+        n /= 1024
+    return f"{n:.1f}GiB"
+
+
+def _link_local(text: str | None) -> bool:
+    return bool(text) and str(text).lower().startswith("fe80:")
+
+
+def _interface_rows(nodes: dict[str, Any]) -> tuple[list[str], list[tuple[str, ...]]]:
+    rows = []
+    for node, info in nodes.items():
+        for iface in info.get("interfaces", []):
+            if iface["name"] == "lo":
+                continue
+            shown = [a for a in iface["addresses"] if not _link_local(a)]
+            rows.append((node, iface["name"], iface["state"], str(iface["mtu"]), " ".join(shown) or "-"))
+    return ["NODE", "IF", "STATE", "MTU", "ADDRESSES"], rows
+
+
+def _route_rows(nodes: dict[str, Any]) -> tuple[list[str], list[tuple[str, ...]]]:
+    rows = [(node, str(r["dst"]), str(r.get("via") or "-"), str(r.get("dev") or "-"))
+            for node, info in nodes.items() for r in info.get("routes", []) if not _link_local(str(r["dst"]))]
+    return ["NODE", "ROUTE", "VIA", "DEV"], rows
+
+
+def _link_rows(links: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, ...]]]:
+    rows = []
+    for entry in links:
+        states = entry.get("state") or {}
+        bad = [f"{end} {state}" for end, state in states.items() if state not in ("up", "n/a")]
+        impair = ", ".join(f"{k} {v}" for k, v in (entry.get("impair") or {}).items())
+        rows.append((" -- ".join(entry["endpoints"]), "; ".join(bad) or "up", str(entry.get("mtu") or "-"),
+                     impair or "-"))
+    return ["LINK", "STATE", "MTU", "IMPAIRMENT"], rows
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (it always passes through).")
 @click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-terminal.")
 @click.option("-e", "--env", "envs", multiple=True, help="KEY=VALUE added to the environment.")
-@click.argument("name")
-@click.argument("node")
+@click.argument("name", shell_complete=_complete_labs)
+@click.argument("node", shell_complete=_complete_nodes)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def exec_(interactive: bool, tty: bool, envs: tuple[str, ...], name: str, node: str,
           command: tuple[str, ...]) -> None:
@@ -170,8 +414,8 @@ IMPAIR_OPTIONS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate")
 
 
 @cli.command()
-@click.argument("name")
-@click.argument("endpoint", metavar="NODE:IF")
+@click.argument("name", shell_complete=_complete_labs)
+@click.argument("endpoint", metavar="NODE:IF", shell_complete=_complete_endpoints)
 @click.argument("action", type=click.Choice(["up", "down", "set", "flap"]))
 @click.option("--delay", help="e.g. 20ms (needs sch_netem)")
 @click.option("--jitter", help="e.g. 5ms, with --delay (needs sch_netem)")
@@ -204,8 +448,8 @@ def link(name: str, endpoint: str, action: str, clear: bool, period: str, count:
 
 
 @cli.command()
-@click.argument("name")
-@click.argument("node")
+@click.argument("name", shell_complete=_complete_labs)
+@click.argument("node", shell_complete=_complete_nodes)
 @click.argument("action", type=click.Choice(["stop", "start", "restart"]))
 def node(name: str, node: str, action: str) -> None:
     """Node failure: stop a host (its writable layer kept), start it with its links, or both."""
@@ -289,11 +533,15 @@ SECONDS = click.FloatRange(min=0.01, max=3600)
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--lab", "lab_name", help="Check this running lab (default: the lab the file names).")
+@click.option("--lab", "lab_name", help="Check this running lab (default: the lab the file names).",
+              shell_complete=_complete_labs)
 @click.option("--format", "fmt", type=FORMATS, default="table")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write JUnit XML here (one testcase per check).")
 @click.option("--timeout", type=SECONDS, help="Seconds per probe for checks without their own timeout (2).")
-def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout: float | None) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress (the report still shows).")
+@VERBOSE
+def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout: float | None, quiet: bool,
+          verbose: bool) -> None:
     """Run the checks of FILE (a topology file, or a checks file) against the running lab.
 
     Exit status: 0 when every check passes, 1 when one fails, 2 for a bad file."""
@@ -305,7 +553,8 @@ def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout:
     record = lab.load_record(checkset.lab)
     if not checkset.checks:
         click.echo(f"{file}: no checks", err=True)
-    result = checks.run_checks(record, checkset.checks, file=file, timeout=timeout)
+    with progress.reporter(progress.mode_for(quiet, verbose), f"check {checkset.lab}") as say:
+        result = checks.run_checks(record, checkset.checks, file=file, timeout=timeout, progress=say)
     if junit:
         with open(junit, "w", encoding="utf-8") as out:
             out.write(report.junit(result))
@@ -318,9 +567,9 @@ def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout:
 
 
 @cli.command(name="probe")
-@click.argument("name")
-@click.argument("src", metavar="FROM")
-@click.argument("dst", metavar="TO")
+@click.argument("name", shell_complete=_complete_labs)
+@click.argument("src", metavar="FROM", shell_complete=_complete_nodes)
+@click.argument("dst", metavar="TO", shell_complete=_complete_targets)
 @click.option("--proto", type=PROBE_PROTOS, default="icmp", show_default=True,
               help="arp: ARP for an IPv4 neighbour, NDP for an IPv6 one.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Needed with tcp and udp.")
@@ -349,7 +598,7 @@ def probe_(name: str, src: str, dst: str, proto: str, port: int | None, timeout:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_labs)
 @click.option("--format", "fmt", type=FORMATS, default="table")
 @click.option("--timeout", type=SECONDS, default=2.0, show_default=True, help="Seconds to wait for answers.")
 def reach(name: str, fmt: str, timeout: float) -> None:
@@ -374,7 +623,7 @@ def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
 def main() -> None:
     """Entry point: every error becomes one line and the contract's exit code."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(prog_name=PROG, standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

@@ -19,6 +19,11 @@ from netemu.errors import MachineError
 CPU_PERIOD_US = 100_000
 # Controllers netemu enables below its own root on a v2 tree, when the machine offers them.
 V2_CONTROLLERS = ("cpu", "memory", "pids")
+# The v1 hierarchies a host's group is made in: the limits netemu sets and the CPU accounting.
+# runc joins every hierarchy, but each is a mkdir under the kernel's global cgroup lock per host
+# and per lab, and netemu sets nothing in the others (devices, freezer, blkio, ...). A v2 tree,
+# pure or hybrid, is always used: it tracks every process and has cgroup.kill.
+V1_CONTROLLERS = frozenset({"cpu", "cpuacct", "memory", "pids"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,18 @@ class Layout:
         if versions == {2}:
             return "v2"
         return "hybrid" if 2 in versions else "v1"
+
+    @property
+    def used(self) -> tuple[Hierarchy, ...]:
+        """The hierarchies netemu's groups live in (all of them if none qualifies)."""
+        chosen = tuple(h for h in self.hierarchies if h.version == 2 or h.controllers & V1_CONTROLLERS)
+        return chosen or self.hierarchies
+
+    @property
+    def tracking(self) -> Hierarchy:
+        """Where a group's processes are read from: every host process joins every used
+        hierarchy before it runs anything, so one is enough; v2 first (it has cgroup.kill)."""
+        return sorted(self.used, key=lambda h: -h.version)[0]
 
     def for_controller(self, controller: str) -> Hierarchy | None:
         """The hierarchy that enforces `controller`: v1 wins on hybrid machines, where the
@@ -83,16 +100,21 @@ class Cgroup:
         self.relpath = relpath.strip("/")
 
     def paths(self) -> list[Path]:
-        return [h.mountpoint / self.relpath for h in layout().hierarchies]
+        return [h.mountpoint / self.relpath for h in layout().used]
 
     def procs_files(self) -> list[Path]:
         return [p / "cgroup.procs" for p in self.paths()]
 
+    def everywhere(self) -> list[Path]:
+        """The group's path in every hierarchy: what removal looks at, so groups that an older
+        netemu made in all of them are found too."""
+        return [h.mountpoint / self.relpath for h in layout().hierarchies]
+
     def exists(self) -> bool:
-        return any(p.is_dir() for p in self.paths())
+        return any(p.is_dir() for p in self.everywhere())
 
     def create(self) -> None:
-        for h in layout().hierarchies:
+        for h in layout().used:
             self._create_in(h)
 
     def _create_in(self, h: Hierarchy) -> None:
@@ -151,21 +173,25 @@ class Cgroup:
             with contextlib.suppress(OSError):
                 path.write_text(values[h.version])
 
-    def pids(self) -> set[int]:
-        """Every process in the group or any group below it, on any hierarchy."""
+    def pids(self, everywhere: bool = False) -> set[int]:
+        """Every process in the group or any group below it: read from the tracking hierarchy,
+        or with `everywhere` from each (a process killed while joining may be in some only)."""
+        hierarchies = layout().hierarchies if everywhere else (layout().tracking,)
         found: set[int] = set()
-        for path in self.paths():
-            for directory, _subdirs, _files in os.walk(path):
+        for h in hierarchies:
+            for directory in _walk_dirs(h.mountpoint / self.relpath):
                 try:
-                    found.update(int(x) for x in Path(directory, "cgroup.procs").read_text().split())
+                    with open(os.path.join(directory, "cgroup.procs")) as f:
+                        found.update(int(x) for x in f.read().split())
                 except FileNotFoundError:
-                    continue
+                    continue  # removed meanwhile
         return found
 
     def kill_all(self, timeout: float = 10.0) -> None:
         """SIGKILL every process of the group until it is empty (forks can race a first pass)."""
         deadline = time.monotonic() + timeout
-        while pids := self.pids():
+        self._kill_v2()
+        while pids := self.pids(everywhere=True):
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -173,14 +199,22 @@ class Cgroup:
                 raise MachineError(f"processes {sorted(pids)} of cgroup {self.relpath} do not die")
             time.sleep(0.005)
 
+    def _kill_v2(self) -> None:
+        # cgroup.kill (Linux 5.14) kills the whole subtree in the kernel, forks included.
+        for h in layout().hierarchies:
+            kill = h.mountpoint / self.relpath / "cgroup.kill"
+            if h.version == 2:
+                with contextlib.suppress(FileNotFoundError, PermissionError, OSError):
+                    kill.write_text("1")
+
     def remove(self, timeout: float = 10.0) -> None:
         """Remove the group everywhere (children first); dying processes may hold it briefly."""
-        for path in self.paths():
+        for path in self.everywhere():
             _rmtree_cgroup(path, time.monotonic() + timeout)
 
     def remove_if_empty(self) -> None:
         """Remove the group where it has no children and no processes; leave it otherwise."""
-        for path in self.paths():
+        for path in self.everywhere():
             try:
                 path.rmdir()
             except OSError as e:
@@ -188,29 +222,44 @@ class Cgroup:
                     raise
 
     def leaf_names(self) -> list[str]:
+        """Names of the groups right below this one, in any hierarchy (also the ones a netemu
+        that made groups everywhere left behind)."""
         names: set[str] = set()
-        for path in self.paths():
-            if path.is_dir():
-                names.update(p.name for p in path.iterdir() if p.is_dir())
+        for h in layout().hierarchies:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
+                    os.scandir(h.mountpoint / self.relpath) as entries:
+                names.update(e.name for e in entries if e.is_dir(follow_symlinks=False))
         return sorted(names)
 
 
-def _rmtree_cgroup(path: Path, deadline: float) -> None:
-    if not path.is_dir():
-        return
-    for child in path.iterdir():
-        if child.is_dir():
-            _rmtree_cgroup(child, deadline)
-    while True:
+def _walk_dirs(top: Path) -> list[str]:
+    """`top` and every directory below it, parents first. scandir's d_type spares the stat(2)
+    of each of the dozens of control files in every group."""
+    found: list[str] = []
+    pending = [str(top)]
+    while pending:
+        directory = pending.pop()
         try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
+            with os.scandir(directory) as entries:
+                pending.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found.append(directory)
+    return found
+
+
+def _rmtree_cgroup(path: Path, deadline: float) -> None:
+    for directory in reversed(_walk_dirs(path)):  # children before their parents
+        while True:
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
 
 def _inherit_cpuset(parent: Path, child: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from netemu.errors import InputError, TopologyError
 from netemu.probe.model import ERROR, REACHABLE, REFUSED, ProbeRequest, ProbeResult
+from netemu.progress import Say, Step
 from netemu.runtime import lab as runtime
 from netemu.topology import load_topology
 from netemu.topology._tree import Invalid, Item, parse
@@ -231,16 +232,19 @@ def request_for(check: Check, timeout: float | None = None) -> ProbeRequest:
 
 
 def run_checks(record: dict[str, Any], checks: list[Check], file: str | None = None,
-               timeout: float | None = None) -> CheckReport:
-    """Run `checks` against the running lab of `record`; `timeout` is the default per probe."""
+               timeout: float | None = None, progress: Say | None = None) -> CheckReport:
+    """Run `checks` against the running lab of `record`; `timeout` is the default per probe.
+    `progress` hears how many checks are decided after each round of probes."""
     from netemu.probe import open_engine
 
+    say = progress or (lambda _msg: None)
     report = CheckReport(lab=record["name"], file=file)
     started = time.monotonic()
     results: dict[int, CheckResult] = {
         i: CheckResult(index=i + 1, check=c, passed=False, message="not run", file=file)
         for i, c in enumerate(checks)}
     pending = list(results)
+    say(Step("checks", 0, len(checks)))
     with open_engine(record) as engine:
         while pending:
             round_start = time.monotonic()
@@ -253,6 +257,7 @@ def run_checks(record: dict[str, Any], checks: list[Check], file: str | None = N
                 # end of its own last probe, not to the end of the slowest one
                 result.elapsed = round_start - started + probe.elapsed
             pending = [i for i in pending if _retry(results[i], started)]
+            say(Step("checks", len(checks) - len(pending), len(checks)))
             if pending:
                 time.sleep(max(0.0, round_start + RETRY_PAUSE - time.monotonic()))
     report.results = [results[i] for i in sorted(results)]

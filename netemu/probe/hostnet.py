@@ -92,6 +92,7 @@ class HostNet:
         self.receivers: dict[tuple[int, int], socket.socket] = {}
         self.senders: dict[int, socket.socket] = {}
         self.packet_sockets: dict[tuple[str, int], socket.socket] = {}
+        self.ttls: dict[int, int] = {}
 
     @contextlib.contextmanager
     def _inside(self) -> Iterator[None]:
@@ -106,6 +107,15 @@ class HostNet:
             sock = socket.socket(family, kind, proto)
         self.sockets.append(sock)
         return sock
+
+    def default_ttl(self, family: int) -> int:
+        """The namespace's net.ipv4.ip_default_ttl (or IPv6 hop limit): what its own stack sends
+        with, so a lab that raises it for a long chain of routers is probed the same way."""
+        if family not in self.ttls:
+            key = "ipv6/conf/default/hop_limit" if family == socket.AF_INET6 else "ipv4/ip_default_ttl"
+            with self._inside(), open(f"/proc/sys/net/{key}") as f:
+                self.ttls[family] = int(f.read())
+        return self.ttls[family]
 
     def release(self, sock: socket.socket) -> None:
         if sock in self.sockets:

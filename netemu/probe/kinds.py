@@ -87,7 +87,8 @@ class Probe:
         self.src = ctx.src
         self.address = ctx.address
         self.family = socket.AF_INET6 if ctx.address.version == 6 else socket.AF_INET
-        ttls = range(1, MAX_HOPS + 1) if self.req.trace else [64]
+        # An untraced probe leaves with the TTL the host's own stack would use (ping's).
+        ttls = range(1, MAX_HOPS + 1) if self.req.trace else [ctx.src.default_ttl(self.family)]
         self.flows = [Flow(index, ttl) for index, ttl in enumerate(ttls)]
         self.evidence: list[str] = []
         self.arrival: tuple[str, str] | None = None  # (host label, source address seen there)

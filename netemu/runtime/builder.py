@@ -4,24 +4,26 @@ routes, impairments, firewall, programs. The same builder restarts a subset of n
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import ipaddress
 import os
 import signal
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from netemu.errors import InputError, LabError, NetemuError
-from netemu.linux import namespaces, sysctl
+from netemu.linux import namespaces, rtnl, sysctl
 from netemu.linux.netlink import Netlink
+from netemu.progress import Step
 from netemu.runtime import execution, firewall, hostsettings, links, nodes, paths, state, uplinks
 from netemu.runtime.impair import Shaping
 from netemu.runtime.nodes import RunningNode
-from netemu.topology.model import Link, Node, Route, Topology
+from netemu.topology.model import Link, Node, Topology
 
 Progress = Callable[[str], None]
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 # Inside every host: no IPv6 duplicate address detection, so the first probe after `up` works.
 NETNS_DEFAULT_SYSCTLS = {
@@ -69,6 +71,7 @@ class Builder:
             hostsettings.claim(self.topo.name, hostsettings.neighbour_entries(_segment_sizes(self.topo)),
                                forwarding=needs_forwarding)
         try:
+            nodes.prepare_lab(self.topo)
             self._start_nodes()
             self._configure_namespaces()
             if self.only is None:
@@ -100,11 +103,19 @@ class Builder:
         self.say(f"{len(self.targets)} hosts started")
 
     def _launch(self, batch: list[Node]) -> None:
-        launches = []
-        for node in batch:
-            group, layers = nodes.prepare(self.topo, node, self.lab_hosts)
-            net, netns_pid = self._net_of(node)
-            launches.append((nodes.Launch(self.init, self.topo, node, group, layers, net), netns_pid))
+        # Everything that can refuse a node (a missing bind source, say) is done for all of them
+        # before the first process starts: a process still joining its cgroups when the rollback
+        # runs could be missed by it.
+        prepared = [(node, *nodes.prepare(self.topo, node, self.lab_hosts), *self._net_of(node)) for node in batch]
+        launches: list[tuple[nodes.Launch, int | None]] = []
+        try:
+            for node, group, layers, net, netns_pid in prepared:
+                launches.append((nodes.Launch(self.init, self.topo, node, group, layers, net), netns_pid))
+        except BaseException:
+            for launch, netns_pid in launches:  # wait until each started host is whole, or has failed
+                with contextlib.suppress(NetemuError):
+                    self._record_launch(launch, launch.result(), netns_pid)
+            raise
         errors: list[NetemuError] = []
         for launch, netns_pid in launches:
             try:  # collect every outcome, so no launch is left unread
@@ -112,13 +123,17 @@ class Builder:
             except NetemuError as e:
                 errors.append(e)
                 continue
-            own = netns_pid if netns_pid != -1 else pid
-            self.running[launch.node.name] = nodes.running(launch, pid, own)
-            if netns_pid == -1:
-                namespaces.name_netns(paths.netns_name(self.topo.name, launch.node.name), pid)
-            self.record["nodes"][launch.node.name] = asdict(self.running[launch.node.name])
+            self._record_launch(launch, pid, netns_pid)
+            self.say(Step("hosts", len(self.running), len(self.topo.nodes)))
         if errors:
             raise errors[0]
+
+    def _record_launch(self, launch: nodes.Launch, pid: int, netns_pid: int | None) -> None:
+        own = netns_pid if netns_pid != -1 else pid
+        self.running[launch.node.name] = nodes.running(launch, pid, own)
+        if netns_pid == -1:
+            namespaces.name_netns(paths.netns_name(self.topo.name, launch.node.name), pid)
+        self.record["nodes"][launch.node.name] = asdict(self.running[launch.node.name])
 
     def _net_of(self, node: Node) -> tuple[str, int | None]:
         """netemu-init's --net value, and whose namespace the host ends up in (-1: its own)."""
@@ -180,20 +195,30 @@ class Builder:
 
     def _create_links(self) -> list[int]:
         """Create the links to build (all, or those of restarted nodes whose other ends run);
-        returns their indexes."""
+        returns their indexes. Every veth is one request, and all go to the kernel in batches."""
         wired = []
-        for number, link in enumerate(self.topo.links):
-            ends = [ep.node for ep, _ in link.host_endpoints()]
-            if self.only is not None and not (set(ends) & self.only and all(e in self.running for e in ends)):
-                continue
-            entry = self._create_link(number, link)
-            if self.only is None:
-                self.record["links"].append(entry)
-            wired.append(number)
+        machine = rtnl.Socket()
+        try:
+            bridges = machine.index_by_name()
+            with rtnl.Batch(machine) as batch:
+                for number, link in enumerate(self.topo.links):
+                    ends = [ep.node for ep, _ in link.host_endpoints()]
+                    if self.only is not None and not (set(ends) & self.only
+                                                      and all(e in self.running for e in ends)):
+                        continue
+                    entry = self._create_link(batch, bridges, number, link)
+                    if self.only is None:
+                        self.record["links"].append(entry)
+                    wired.append(number)
+            self.say(Step("links", len(wired), len(self.topo.links)))
+        except rtnl.RtnlError as e:
+            raise LabError(f"links: {e.strerror}") from None
+        finally:
+            machine.close()
         self.say(f"{len(wired)} links created")
         return wired
 
-    def _create_link(self, number: int, link: Link) -> dict[str, Any]:
+    def _create_link(self, batch: rtnl.Batch, bridges: dict[str, int], number: int, link: Link) -> dict[str, Any]:
         a, b = link.endpoints
         entry: dict[str, Any] = {
             "endpoints": [str(a), str(b)],
@@ -210,40 +235,66 @@ class Builder:
                 return entry
             outer = paths.host_veth_name(self.topo.name, host_ep.node, host_ep.iface)
             bridge = paths.bridge_name(self.topo.name, net_ep.network)
-            machine = self._host_socket()
-            machine.add_veth(outer, host_ep.iface, peer_ns_pid=self.running[host_ep.node].netns_pid,
-                             alias=paths.alias(self.topo.name, f"link:{number}:{host_ep}"), mtu=link.mtu)
-            machine.enslave(outer, bridge)
-            machine.up(outer)
+            batch.add_veth(outer, host_ep.iface, peer_ns_pid=self._netns_pid(host_ep.node),
+                           master=bridges[bridge], mtu=link.mtu)
+            batch.set_alias(outer, paths.alias(self.topo.name, f"link:{number}:{host_ep}"))
             entry["machine_side"] = outer
         else:
-            self._host_socket().add_veth(
-                a.iface, b.iface, ns_pid=self.running[a.node].netns_pid,
-                peer_ns_pid=self.running[b.node].netns_pid, mtu=link.mtu)
+            batch.add_veth(a.iface, b.iface, ns_pid=self._netns_pid(a.node), peer_ns_pid=self._netns_pid(b.node),
+                           mtu=link.mtu, up=False)
         return entry
 
     def _configure_hosts(self, wired: list[int]) -> None:
+        """Per network namespace, one batch: links up, their addresses, then the routes of the
+        hosts in it (a peer's routes through a re-created link went with its old end, so the
+        peers of restarted nodes get theirs back too)."""
+        ifaces: dict[int, list[tuple[str, list[IPInterface]]]] = {}
         touched = {node.name for node in self.targets}
         for number in wired:
             for ep, addrs in self.topo.links[number].host_endpoints():
-                sock = self._socket(ep.node)
-                for address in addrs:
-                    sock.add_address(ep.iface, address)
-                sock.up(ep.iface)
+                ifaces.setdefault(self._netns_pid(ep.node), []).append((ep.iface, addrs))
                 touched.add(ep.node)
-        # A peer's routes through a re-created link went with its old end: add them back too.
+        routed: dict[int, list[str]] = {}
         for name in touched:
-            for route in self.topo.nodes[name].routes:
-                self._add_route(name, route)
+            pid = self.running[name].netns_pid
+            if pid is not None and self.topo.nodes[name].routes:
+                routed.setdefault(pid, []).append(name)
+        for pid in {*ifaces, *routed}:
+            self._configure_netns(pid, ifaces.get(pid, []), routed.get(pid, []))
 
-    def _add_route(self, node: str, route: Route) -> None:
-        via = str(route.via) if route.via else None
+    def _configure_netns(self, pid: int, ifaces: list[tuple[str, list[IPInterface]]], routed: list[str]) -> None:
+        with rtnl.Socket(pid) as sock:
+            index = sock.index_by_name()
+            batch = rtnl.Batch(sock)
+            for iface, _ in ifaces:
+                batch.set_up(index[iface], iface)
+            for iface, addrs in ifaces:
+                for address in addrs:
+                    batch.add_address(index[iface], address, iface)
+            try:
+                batch.commit()
+            except rtnl.RtnlError as e:
+                raise LabError(f"{self._names_in(pid)}: {e.strerror}") from None
+            for name in routed:
+                self._add_routes(sock, index, name)
+
+    def _add_routes(self, sock: rtnl.Socket, index: dict[str, int], node: str) -> None:
+        # Restarting: routes still there are fine, and a link waiting for a stopped peer has none.
+        tolerate = frozenset({errno.EEXIST, errno.ENETUNREACH}) if self.only is not None else frozenset()
+        batch = rtnl.Batch(sock)
+        for route in self.topo.nodes[node].routes:
+            if route.dev is not None and route.dev not in index:
+                raise LabError(f"node {node}: route {route.dst} dev {route.dev}: no such interface")
+            via = str(route.via) if route.via else None
+            batch.add_route(route.dst, via, index[route.dev] if route.dev else None, tolerate=tolerate)
         try:
-            self._socket(node).add_route(route.dst, via, route.dev, exist_ok=self.only is not None)
-        except NetlinkError as e:
-            if self.only is not None and e.code == errno.ENETUNREACH:
-                return  # its link waits for a peer that is stopped
-            raise LabError(f"node {node}: route {route.dst} via {via or route.dev}: {os.strerror(e.code)}") from None
+            batch.commit()
+        except rtnl.RtnlError as e:
+            raise LabError(f"node {node}: {e.strerror}") from None
+
+    def _names_in(self, pid: int) -> str:
+        names = [name for name, info in self.running.items() if info.netns_pid == pid]
+        return "node " + ", ".join(sorted(names))
 
     def _impair_links(self, wired: list[int]) -> None:
         for number in wired:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from netemu.linux import namespaces, procs, rootfs
+from netemu.linux import mounts, namespaces, procs, rootfs, rtnl
 from netemu.linux.cgroups import Cgroup
 from netemu.linux.netlink import ALIAS_PREFIX, Netlink
 from netemu.runtime import firewall, hostsettings, paths, pools, state, uplinks
@@ -49,6 +49,7 @@ def remove_lab(lab: str) -> Removed:
     Cgroup(paths.CGROUP_ROOT).remove_if_empty()
     layers = paths.layers_dir(lab)
     if layers.exists():
+        mounts.unmount(layers)
         rootfs.LayerDirs(layers).remove()
         removed.directories.append(str(layers))
     hostsettings.release(lab)
@@ -72,15 +73,21 @@ def _kill_processes(lab: str, removed: Removed) -> None:
 def _remove_links(lab: str, removed: Removed) -> None:
     record = state.read(lab) or {}
     planned = set(record.get("planned_links", []))
-    with Netlink() as nl:
-        for saved in record.get("uplinks", []):
-            uplinks.give_back(nl, saved)
-        for link in nl.links():
-            ours = link.alias.startswith(paths.alias(lab, ""))
-            # An untagged link named in the lab's plan was made by a `up` killed before tagging it.
-            if ours or (link.name in planned and not link.alias):
-                nl.delete(link.index)
-                removed.links.append(link.name)
+    if record.get("uplinks"):
+        with Netlink() as nl:
+            for saved in record["uplinks"]:
+                uplinks.give_back(nl, saved)
+    prefix = paths.alias(lab, "")
+    with rtnl.Socket() as sock:
+        # An untagged link named in the lab's plan was made by a `up` killed before tagging it.
+        doomed = [link for link in sock.links()
+                  if link.alias.startswith(prefix) or (link.name in planned and not link.alias)]
+        # Ports before their bridges; a veth whose host already died may be gone (tolerated).
+        doomed.sort(key=lambda link: link.kind == "bridge")
+        with rtnl.Batch(sock) as batch:
+            for link in doomed:
+                batch.delete_link(link.index, link.name)
+    removed.links.extend(link.name for link in doomed)
 
 
 def owned_lab_names() -> set[str]:

@@ -37,10 +37,6 @@ def require_kernel() -> None:
 def _unsupported(topo: Topology) -> None:
     """Features of the file format that this version does not build yet: refused before anything
     is created, naming the node."""
-    for node in topo.nodes.values():
-        where = f"{topo.path}:{node.line}" if node.line else str(topo.path)
-        if node.userns:
-            raise InputError(f"{where}: nodes.{node.name}.userns: user namespaces are not supported yet")
     for link in topo.links:
         for ep, _ in link.host_endpoints():
             if topo.nodes[ep.node].network == "host":

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from netemu.errors import InputError, LabError, MachineError
-from netemu.linux import images, procs, rootfs
+from netemu.linux import images, mounts, procs, rootfs
 from netemu.linux.cgroups import Cgroup
-from netemu.runtime import paths, state
+from netemu.runtime import paths, state, userns
 from netemu.topology.model import Node, Topology
 
 START_TIMEOUT = 30.0
@@ -114,6 +114,14 @@ def lab_hosts_entries(topo: Topology) -> list[tuple[str, str]]:
     return [(name, first[name]) for name in topo.nodes if name in first]
 
 
+def prepare_lab(topo: Topology) -> None:
+    """The lab's hosts keep their writable layers in memory, in one tmpfs for the lab: creating
+    a host then writes nothing to disk (a dozen journaled file operations per host on the
+    machine's disk cost more than everything else `up` does), and `down` just unmounts it.
+    A host writing inside itself is charged to its own memory limit."""
+    mounts.mount_tmpfs(paths.layers_dir(topo.name))
+
+
 def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> tuple[Cgroup, rootfs.LayerDirs]:
     """The host's cgroup (with its limits) and its writable layer with /etc files injected."""
     group = Cgroup(paths.cgroup_path(topo.name, node.name))
@@ -156,6 +164,10 @@ class Launch:
         image = image_of(node)
         if image is not None and image.working_dir:
             argv += ["--cwd", image.working_dir]
+        self.userns = userns.claim(topo.name, node.name) if node.userns else None
+        if self.userns is not None:  # root inside is this range's first id outside
+            userns.own_layer(layers.upper, self.userns)
+            argv += ["--userns", self.userns.arg()]
         cmd = command(node)
         if cmd:
             argv += ["--", *cmd]
@@ -199,4 +211,5 @@ def running(launch: Launch, pid: int, netns_pid: int | None) -> RunningNode:
                        netns_pid=netns_pid, cgroup=launch.group.relpath, layers=str(launch.layers.base),
                        console=str(launch.console),
                        extra={"env": node_env(node), "image": node.image, "network": node.network,
-                              "hostname": node.hostname or node.name, "limits": asdict(node.limits)})
+                              "hostname": node.hostname or node.name, "limits": asdict(node.limits),
+                              **({"userns": launch.userns.arg()} if launch.userns else {})})

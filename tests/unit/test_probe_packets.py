@@ -31,7 +31,7 @@ SRC, DST, ROUTER = "10.75.0.1", "10.75.1.2", "10.75.0.254"
 def make(kind: type, proto: str = "icmp", port: int | None = None, dst: str = DST, src: str = SRC,
          trace: bool = False) -> Any:
     engine = SimpleNamespace(view=SimpleNamespace(label=lambda a: {ROUTER: "r1"}.get(str(a))), ports=set())
-    host = SimpleNamespace(label="h1", pid=None)
+    host = SimpleNamespace(label="h1", pid=None, default_ttl=lambda family: 64)
     request = ProbeRequest("h1", dst, proto=proto, port=port, trace=trace)
     ctx = Context(engine, request, host, ipaddress.ip_address(dst), ipaddress.ip_address(src), "h2")  # type: ignore
     probe = kind(ctx)

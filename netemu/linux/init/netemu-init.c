@@ -3,7 +3,8 @@
  *
  *   netemu-init run  [options] -- [CMD...]   start a host: new namespaces, overlay root, PID 1
  *   netemu-init exec [options] PID -- CMD... run CMD inside host PID: its namespaces and cgroups
- *                                            (--cgroup P, --env K=V, --cwd DIR, --tty)
+ *                                            (--cgroup P, --env K=V, --cwd DIR, --tty), as its
+ *                                            root when it has a user namespace of its own
  *
  * It is a static C program so that a host costs one small process (no interpreter),
  * and so that an image with no libc or shell still gets a working PID 1.
@@ -21,6 +22,8 @@
  *   --cwd DIR            working directory of CMD, inside the host (an image's WorkingDir)
  *   --hide DIR           a machine directory to cover with an empty tmpfs inside the host
  *   --bind SRC:DST[:ro]  bind mount (repeatable)
+ *   --userns BASE:COUNT  a user namespace of its own: root inside is uid/gid BASE outside, COUNT
+ *                        ids mapped (see "User namespaces" below)
  * CMD, when given, is started only when PID 1 receives SIGUSR1 (sent once the host's links
  * are up). PID 1 reaps every orphan, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR2 to CMD, and
  * exits on SIGTERM/SIGINT when no CMD runs.
@@ -28,6 +31,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -37,8 +41,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/signalfd.h>
@@ -172,41 +178,317 @@ static void setup_dev(const char *root)
     }
 }
 
-static void setup_binds(const char *root, struct list *binds)
+/* Make a bind mount read-only, keeping its other flags: in a user namespace the kernel refuses
+ * to clear flags that came locked from the machine (nosuid, nodev, noexec, atime). */
+static void remount_ro(const char *path)
 {
-    char path[4096];
-    for (int i = 0; i < binds->n; i++) {
-        char *spec = strdup(binds->items[i]);
-        char *src = strtok(spec, ":");
-        char *dst = strtok(NULL, ":");
-        char *mode = strtok(NULL, ":");
+    static const struct {
+        unsigned long st, ms;
+    } keep[] = {{ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV}, {ST_NOEXEC, MS_NOEXEC},
+                {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME}};
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    struct statvfs sv;
+
+    if (statvfs(path, &sv) < 0)
+        DIE("statvfs %s: %s", path, strerror(errno));
+    for (size_t i = 0; i < sizeof keep / sizeof *keep; i++)
+        if (sv.f_flag & keep[i].st)
+            flags |= keep[i].ms;
+    do_mount(NULL, path, NULL, flags, NULL);
+}
+
+/* Everything `run` is told on its command line. */
+struct run_opts {
+    struct list cgroups, lowers, envs, hides, binds;
+    const char *upper, *work, *merged, *hostname, *net, *cwd, *userns;
+    char **cmd;
+};
+
+/* ---- The new mount API (Linux 5.2+; idmapped mounts 5.12+) ---- */
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+
+/* The new mount API's constants under names of our own: older C libraries lack them. */
+#define NE_OPEN_TREE_CLONE 1
+#define NE_MOVE_MOUNT_F_EMPTY_PATH 0x4
+#define NE_FSOPEN_CLOEXEC 1
+#define NE_FSMOUNT_CLOEXEC 1
+#define NE_FSCONFIG_SET_STRING 1
+#define NE_FSCONFIG_SET_FD 5
+#define NE_FSCONFIG_CMD_CREATE 6
+#define NE_MOUNT_ATTR_RDONLY 0x1ULL
+#define NE_MOUNT_ATTR_IDMAP 0x00100000ULL
+#define NE_AT_RECURSIVE 0x8000
+
+struct ne_mount_attr {
+    unsigned long long attr_set, attr_clr, propagation, userns_fd;
+};
+
+
+/* A bind mount to make: a detached clone of its source, attached inside the host by PID 1. */
+struct bind_mount {
+    int fd;
+    const char *dst;
+    int is_dir;
+};
+
+/* Bind sources are cloned by the launcher, still the machine's root and in the machine's mount
+ * namespace: root inside a userns host may not even be allowed to reach them. Each clone takes
+ * the source's submounts too, and ":ro" makes all of them read-only. */
+static void open_binds(struct list *specs, struct bind_mount *out)
+{
+    struct ne_mount_attr ro = {.attr_set = NE_MOUNT_ATTR_RDONLY};
+
+    for (int i = 0; i < specs->n; i++) {
+        char *spec = strdup(specs->items[i]);
+        char *src = spec ? strtok(spec, ":") : NULL;
+        char *dst = src ? strtok(NULL, ":") : NULL;
+        char *mode = dst ? strtok(NULL, ":") : NULL;
         struct stat st;
+
         if (!src || !dst)
-            DIE("bad bind %s", binds->items[i]);
+            DIE("bad bind %s", specs->items[i]);
         if (stat(src, &st) < 0)
             DIE("bind source %s: %s", src, strerror(errno));
-        snprintf(path, sizeof path, "%s%s", root, dst);
-        if (S_ISDIR(st.st_mode))
-            make_dir(path, 0755);
-        else
-            make_file(path);
-        do_mount(src, path, NULL, MS_BIND | MS_REC, NULL);
-        if (mode && strcmp(mode, "ro") == 0)
-            do_mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
-        free(spec);
+        out[i].fd = (int)syscall(SYS_open_tree, AT_FDCWD, src,
+                                 NE_OPEN_TREE_CLONE | NE_AT_RECURSIVE | O_CLOEXEC);
+        if (out[i].fd < 0)
+            DIE("open_tree %s: %s", src, strerror(errno));
+        if (mode && strcmp(mode, "ro") == 0 &&
+            syscall(SYS_mount_setattr, out[i].fd, "", AT_EMPTY_PATH | NE_AT_RECURSIVE, &ro, sizeof ro) < 0)
+            DIE("read-only bind of %s (mount_setattr): %s", src, strerror(errno));
+        out[i].dst = dst;
+        out[i].is_dir = S_ISDIR(st.st_mode);
     }
 }
 
-/* The overlay root, fresh /proc, /sys, /dev, /run, then pivot_root so that nothing of the
- * machine's mount tree stays reachable. */
-static void setup_rootfs(struct list *lowers, const char *upper, const char *work,
-                         const char *merged, struct list *hides, struct list *binds)
+static void attach_binds(const char *root, struct bind_mount *binds, int n)
 {
-    char opts[8192], path[4096];
+    char path[4096];
+
+    for (int i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s%s", root, binds[i].dst);
+        if (binds[i].is_dir)
+            make_dir(path, 0755);
+        else
+            make_file(path);
+        if (syscall(SYS_move_mount, binds[i].fd, "", AT_FDCWD, path, NE_MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            DIE("bind mount on %s (move_mount): %s", binds[i].dst, strerror(errno));
+        close(binds[i].fd);
+    }
+}
+
+/* ---- User namespaces (--userns BASE:COUNT) ----------------------------------------------
+ *
+ * The host gets a user namespace of its own, made first so that it owns every other namespace
+ * of the host; root inside is uid and gid BASE on the machine. The order is runc's (a process
+ * outside writes the maps), the overlay is made the way podman makes an idmapped rootfs:
+ *   1. a short-lived child unshares CLONE_NEWUSER; we, still the machine's root, write its
+ *      uid_map and gid_map ("0 BASE COUNT") and keep a descriptor of the namespace;
+ *   2. we make the overlay as a detached mount (fsopen, fsconfig, fsmount): every lower layer is
+ *      a detached clone of its directory (open_tree) idmapped to that namespace (mount_setattr
+ *      MOUNT_ATTR_IDMAP), so files owned by the machine's root are root's inside; the writable
+ *      layer is plain, netemu chowned it to BASE. The overlay does its own work (copy-up,
+ *      whiteouts, trusted.* xattrs) with our credentials, as for every other host, and nothing
+ *      is attached to any mount table yet;
+ *   3. we join the namespace (setns) and become its root, then unshare the others: they belong
+ *      to it, so root inside configures its own network, and netemu, the machine's root, still
+ *      enters them from outside;
+ *   4. PID 1 attaches the overlay in its own mount namespace (move_mount) and mounts /proc, /sys,
+ *      /dev, /run as for any host. The kernel lets a user namespace mount proc and sysfs only
+ *      where the machine's /proc and /sys are fully visible, and sysfs only for a network
+ *      namespace that the user namespace owns (see mount_sys).
+ */
+struct idrange {
+    unsigned long long base, count; /* count 0: no user namespace of its own */
+};
+
+static void parse_idrange(const char *text, struct idrange *ids)
+{
+    char *end;
+
+    errno = 0;
+    ids->base = strtoull(text, &end, 10);
+    if (errno == 0 && *end == ':')
+        ids->count = strtoull(end + 1, &end, 10);
+    if (errno || *end || ids->base == 0 || ids->count == 0 || ids->base + ids->count > 0xFFFFFFFFULL)
+        DIE("bad --userns %s: BASE:COUNT, a range of ids on the machine other than root's", text);
+}
+
+static void write_id_map(pid_t pid, const char *file, const struct idrange *ids)
+{
+    char path[64], map[64];
+
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+    snprintf(map, sizeof map, "0 %llu %llu\n", ids->base, ids->count);
+    write_file(path, map);
+}
+
+/* A user namespace mapping ids 0..COUNT-1 inside to BASE.. outside, held by a descriptor. Only a
+ * process outside may map ids other than its own, so a child unshares it and waits while we
+ * write its maps, then exits (EOF on `done`, also when we die). */
+static int make_userns(const struct idrange *ids)
+{
+    int ready[2], done[2], err = 0, fd;
+    char path[64], byte;
+
+    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0)
+        DIE("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        DIE("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(ready[0]);
+        close(done[1]);
+        err = unshare(CLONE_NEWUSER) < 0 ? errno : 0;
+        if (write(ready[1], &err, sizeof err) != (ssize_t)sizeof err)
+            _exit(1);
+        while (read(done[0], &byte, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(ready[1]);
+    close(done[0]);
+    if (read(ready[0], &err, sizeof err) != (ssize_t)sizeof err)
+        DIE("the user namespace helper died before reporting");
+    if (err)
+        DIE("unshare user namespace: %s%s", strerror(err),
+            err == ENOSPC ? " (user.max_user_namespaces reached)" : "");
+    write_id_map(pid, "uid_map", ids);
+    write_id_map(pid, "gid_map", ids);
+    snprintf(path, sizeof path, "/proc/%d/ns/user", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        DIE("open %s: %s", path, strerror(errno));
+    close(done[1]);
+    close(ready[0]);
+    if (waitpid(pid, NULL, 0) < 0)
+        DIE("wait for the user namespace helper: %s", strerror(errno));
+    return fd;
+}
+
+/* A detached clone of the mount at `path` (that directory only, no submounts), its ids
+ * translated through user namespace `userns_fd`: on-disk id N reads as N inside it. */
+static int idmapped_clone(const char *path, int userns_fd)
+{
+    struct ne_mount_attr attr = {.attr_set = NE_MOUNT_ATTR_IDMAP, .userns_fd = (unsigned)userns_fd};
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, NE_OPEN_TREE_CLONE | O_CLOEXEC);
+
+    if (fd < 0)
+        DIE("open_tree %s: %s", path, strerror(errno));
+    if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+        DIE("idmapped mount of %s (mount_setattr): %s%s", path, strerror(errno),
+            errno == EINVAL ? " (does its filesystem support idmapped mounts?)" : "");
+    return fd;
+}
+
+/* A refused fsconfig: the kernel tells why in the context's log, so pass its messages on. */
+static void fs_die(int fsfd, const char *what, const char *value)
+{
+    int err = errno;
+    char log[600] = "", line[512];
+    ssize_t n;
+
+    while ((n = read(fsfd, line, sizeof line - 1)) > 0) {
+        line[n] = 0;
+        snprintf(log, sizeof log, " [%s]", line);
+    }
+    DIE("mount overlay: %s %s: %s%s%s", what, value, strerror(err), log,
+        err == EINVAL ? " (idmapped detached layers need Linux 6.15 or later)" : "");
+}
+
+static void fs_set_string(int fsfd, const char *key, const char *value)
+{
+    if (syscall(SYS_fsconfig, fsfd, NE_FSCONFIG_SET_STRING, key, value, 0) < 0)
+        fs_die(fsfd, key, value);
+}
+
+/* The host's overlay as a detached mount, made with our (the machine root's) credentials over
+ * idmapped lower layers; PID 1 attaches it later from inside the user namespace. */
+static int make_overlay(struct list *lowers, const char *upper, const char *work, int userns_fd)
+{
+    int fsfd, mfd, layers[MAX_LIST];
+
+    if (lowers->n == 0)
+        DIE("no lower layer given");
+    fsfd = (int)syscall(SYS_fsopen, "overlay", NE_FSOPEN_CLOEXEC);
+    if (fsfd < 0)
+        DIE("mount overlay (fsopen): %s", strerror(errno));
+    /* The clones stay open until the overlay exists: closing one unmounts it. */
+    for (int i = 0; i < lowers->n; i++) {
+        layers[i] = idmapped_clone(lowers->items[i], userns_fd);
+        if (syscall(SYS_fsconfig, fsfd, NE_FSCONFIG_SET_FD, "lowerdir+", NULL, layers[i]) < 0)
+            fs_die(fsfd, "lowerdir+", lowers->items[i]);
+    }
+    fs_set_string(fsfd, "source", "overlay"); /* as mount(2) names the others */
+    fs_set_string(fsfd, "upperdir", upper);
+    fs_set_string(fsfd, "workdir", work);
+    if (syscall(SYS_fsconfig, fsfd, NE_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        fs_die(fsfd, "create with upper", upper);
+    mfd = (int)syscall(SYS_fsmount, fsfd, NE_FSMOUNT_CLOEXEC, 0);
+    if (mfd < 0)
+        DIE("mount overlay (fsmount): %s", strerror(errno));
+    for (int i = 0; i < lowers->n; i++)
+        close(layers[i]);
+    close(fsfd);
+    return mfd;
+}
+
+/* Root of the user namespace we are in: its uid and gid 0, no supplementary groups of the
+ * machine's. A change of uid makes a process non-dumpable, which would hand its /proc files to
+ * the machine's root, out of reach of root inside: undo that. */
+static void become_root(void)
+{
+    if (setgroups(0, NULL) < 0)
+        DIE("setgroups in the user namespace: %s", strerror(errno));
+    if (setresgid(0, 0, 0) < 0)
+        DIE("setresgid 0 in the user namespace: %s", strerror(errno));
+    if (setresuid(0, 0, 0) < 0)
+        DIE("setresuid 0 in the user namespace: %s", strerror(errno));
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+        DIE("prctl PR_SET_DUMPABLE: %s", strerror(errno));
+}
+
+static void enter_userns(int userns_fd)
+{
+    if (setns(userns_fd, CLONE_NEWUSER) < 0)
+        DIE("setns user namespace: %s", strerror(errno));
+    become_root();
+}
+
+/* The launcher left us in the mount point (`merged`, reached as the machine's root): attach the
+ * overlay there and step into it, so that no path up to it is walked from inside. */
+static void attach_overlay(int ovl_fd, const char *merged)
+{
+    if (syscall(SYS_move_mount, ovl_fd, "", AT_FDCWD, ".", NE_MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        DIE("attach the overlay on %s (move_mount): %s", merged, strerror(errno));
+    if (fchdir(ovl_fd) < 0)
+        DIE("enter the overlay on %s: %s", merged, strerror(errno));
+    close(ovl_fd);
+}
+
+static void mount_overlay(struct list *lowers, const char *upper, const char *work,
+                          const char *merged)
+{
+    char opts[8192];
     size_t off;
 
-    /* Private first: nothing mounted below may propagate back to the machine. */
-    do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
     if (lowers->n == 0)
         DIE("no lower layer given");
     off = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
@@ -215,30 +497,57 @@ static void setup_rootfs(struct list *lowers, const char *upper, const char *wor
                                 lowers->items[i]);
     snprintf(opts + off, sizeof opts - off, ",upperdir=%s,workdir=%s", upper, work);
     do_mount("overlay", merged, "overlay", 0, opts);
+}
 
-    for (int i = 0; i < hides->n; i++) {
-        snprintf(path, sizeof path, "%s%s", merged, hides->items[i]);
+/* A fresh read-only sysfs of the host's network namespace. In a user namespace the kernel gives
+ * sysfs only for a network namespace that user namespace owns: a userns host on the machine's
+ * network or on another host's (network: host or container:) sees that one's /sys, bound
+ * read-only. */
+static void mount_sys(const char *path, int userns_foreign_net)
+{
+    if (mount("sysfs", path, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) == 0)
+        return;
+    if (!(userns_foreign_net && errno == EPERM))
+        DIE("mount sysfs on %s: %s", path, strerror(errno));
+    do_mount("/sys", path, NULL, MS_BIND | MS_REC, NULL);
+    remount_ro(path);
+}
+
+/* The overlay root (mounted here, or made before the user namespace and attached here), fresh
+ * /proc, /sys, /dev, /run, the binds, then pivot_root so that nothing of the machine's mount tree
+ * stays reachable. Once in the overlay every path is relative to it ("."). */
+static void setup_rootfs(struct run_opts *o, int ovl_fd, struct bind_mount *binds)
+{
+    char path[4096];
+
+    /* Private first: nothing mounted below may propagate back to the machine. */
+    do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+    if (ovl_fd >= 0) {
+        attach_overlay(ovl_fd, o->merged);
+    } else {
+        mount_overlay(&o->lowers, o->upper, o->work, o->merged);
+        if (chdir(o->merged) < 0)
+            DIE("chdir %s: %s", o->merged, strerror(errno));
+    }
+
+    for (int i = 0; i < o->hides.n; i++) {
+        snprintf(path, sizeof path, ".%s", o->hides.items[i]);
         if (access(path, F_OK) == 0)
             do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m");
     }
-    snprintf(path, sizeof path, "%s/proc", merged);
-    make_dir(path, 0555);
-    do_mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    snprintf(path, sizeof path, "%s/sys", merged);
-    make_dir(path, 0555);
-    do_mount("sysfs", path, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
-    setup_dev(merged);
-    snprintf(path, sizeof path, "%s/run", merged);
-    make_dir(path, 0755);
-    do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k");
-    setup_binds(merged, binds);
+    make_dir("proc", 0555);
+    do_mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    make_dir("sys", 0555);
+    mount_sys("sys", o->userns && strcmp(o->net, "new") != 0);
+    setup_dev(".");
+    make_dir("run", 0755);
+    do_mount("tmpfs", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k");
+    attach_binds(".", binds, o->binds.n);
 
     /* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
      * the host's own tree (the runc trick, no put_old directory needed). */
-    if (chdir(merged) < 0)
-        DIE("chdir %s: %s", merged, strerror(errno));
     if (syscall(SYS_pivot_root, ".", ".") < 0)
-        DIE("pivot_root %s: %s", merged, strerror(errno));
+        DIE("pivot_root %s: %s", o->merged, strerror(errno));
     if (umount2(".", MNT_DETACH) < 0)
         DIE("detach old root: %s", strerror(errno));
     if (chdir("/") < 0)
@@ -332,51 +641,98 @@ static int pid1_loop(char **cmd, char **envp, const char *cwd)
     }
 }
 
-static int cmd_run(int argc, char **argv)
+static void parse_run(int argc, char **argv, struct run_opts *o)
 {
-    struct list cgroups = {0}, lowers = {0}, envs = {0}, hides = {0}, binds = {0};
-    const char *upper = NULL, *work = NULL, *merged = NULL, *hostname = NULL, *net = "new", *cwd = NULL;
-    char **cmd = NULL;
-    int i, pipefd[2];
-
-    for (i = 0; i < argc; i++) {
+    o->net = "new";
+    for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {
-            cmd = &argv[i + 1];
+            o->cmd = &argv[i + 1];
             break;
         }
         if (i + 1 >= argc)
             DIE("option %s needs a value", a);
         char *v = argv[++i];
-        if (!strcmp(a, "--cgroup")) list_add(&cgroups, v);
-        else if (!strcmp(a, "--lower")) list_add(&lowers, v);
-        else if (!strcmp(a, "--env")) list_add(&envs, v);
-        else if (!strcmp(a, "--hide")) list_add(&hides, v);
-        else if (!strcmp(a, "--bind")) list_add(&binds, v);
-        else if (!strcmp(a, "--upper")) upper = v;
-        else if (!strcmp(a, "--work")) work = v;
-        else if (!strcmp(a, "--merged")) merged = v;
-        else if (!strcmp(a, "--hostname")) hostname = v;
-        else if (!strcmp(a, "--net")) net = v;
-        else if (!strcmp(a, "--cwd")) cwd = v;
+        if (!strcmp(a, "--cgroup")) list_add(&o->cgroups, v);
+        else if (!strcmp(a, "--lower")) list_add(&o->lowers, v);
+        else if (!strcmp(a, "--env")) list_add(&o->envs, v);
+        else if (!strcmp(a, "--hide")) list_add(&o->hides, v);
+        else if (!strcmp(a, "--bind")) list_add(&o->binds, v);
+        else if (!strcmp(a, "--upper")) o->upper = v;
+        else if (!strcmp(a, "--work")) o->work = v;
+        else if (!strcmp(a, "--merged")) o->merged = v;
+        else if (!strcmp(a, "--hostname")) o->hostname = v;
+        else if (!strcmp(a, "--net")) o->net = v;
+        else if (!strcmp(a, "--cwd")) o->cwd = v;
+        else if (!strcmp(a, "--userns")) o->userns = v;
         else if (!strcmp(a, "--status-fd")) status_fd = atoi(v);
         else DIE("unknown option %s", a);
     }
-    if (!upper || !work || !merged)
+    if (!o->upper || !o->work || !o->merged)
         DIE("--upper, --work and --merged are required");
+}
 
-    join_cgroups(&cgroups);
+static void join_netns(const char *net)
+{
+    int fd = open(net, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        DIE("open network namespace %s: %s", net, strerror(errno));
+    if (setns(fd, CLONE_NEWNET) < 0)
+        DIE("setns %s: %s", net, strerror(errno));
+    close(fd);
+}
+
+/* The launcher's side once PID 1 is forked: pass its report on, naming PID 1 by its number on
+ * the machine (only this side knows it). */
+static int report_start(pid_t pid, int ready_fd)
+{
+    char buf[1200];
+    ssize_t n = read(ready_fd, buf, sizeof buf - 1);
+
+    if (n <= 0) {
+        report_error("host init exited during set-up");
+        return 1;
+    }
+    buf[n] = 0;
+    int ok = strncmp(buf, "ok", 2) == 0;
+    if (ok && status_fd >= 0)
+        dprintf(status_fd, "ok %d\n", pid);
+    else if (ok)
+        printf("%d\n", pid);
+    else if (status_fd >= 0)
+        dprintf(status_fd, "%s", buf);
+    else
+        fputs(buf, stderr);
+    return ok ? 0 : 1;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static struct bind_mount binds[MAX_LIST];
+    struct run_opts o = {0};
+    int pipefd[2], ovl_fd = -1, userns_fd = -1;
+
+    parse_run(argc, argv, &o);
+    join_cgroups(&o.cgroups);
+    open_binds(&o.binds, binds);
+    if (o.userns) {
+        struct idrange ids;
+        parse_idrange(o.userns, &ids);
+        userns_fd = make_userns(&ids);
+        ovl_fd = make_overlay(&o.lowers, o.upper, o.work, userns_fd);
+        /* Reach the mount point while still the machine's root; unshare keeps us there. */
+        if (chdir(o.merged) < 0)
+            DIE("chdir %s: %s", o.merged, strerror(errno));
+    }
 
     int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
-    if (strcmp(net, "new") == 0) {
+    if (strcmp(o.net, "new") == 0)
         flags |= CLONE_NEWNET;
-    } else if (strcmp(net, "host") != 0) {
-        int fd = open(net, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            DIE("open network namespace %s: %s", net, strerror(errno));
-        if (setns(fd, CLONE_NEWNET) < 0)
-            DIE("setns %s: %s", net, strerror(errno));
-        close(fd);
+    else if (strcmp(o.net, "host") != 0)
+        join_netns(o.net); /* as the machine's root, before entering the user namespace */
+    if (userns_fd >= 0) {
+        enter_userns(userns_fd); /* first, so that it owns the namespaces made below */
+        close(userns_fd);
     }
     if (unshare(flags) < 0)
         DIE("unshare namespaces: %s", strerror(errno));
@@ -391,26 +747,8 @@ static int cmd_run(int argc, char **argv)
     if (pid < 0)
         DIE("fork: %s", strerror(errno));
     if (pid > 0) {
-        char buf[1200];
-        ssize_t n;
         close(pipefd[1]);
-        n = read(pipefd[0], buf, sizeof buf - 1);
-        if (n > 0) {
-            buf[n] = 0;
-            int ok = strncmp(buf, "ok", 2) == 0;
-            /* Only this side knows the host PID 1 by its number on the machine. */
-            if (ok && status_fd >= 0)
-                dprintf(status_fd, "ok %d\n", pid);
-            else if (ok)
-                printf("%d\n", pid);
-            else if (status_fd >= 0)
-                dprintf(status_fd, "%s", buf);
-            else
-                fputs(buf, stderr);
-            return ok ? 0 : 1;
-        }
-        report_error("host init exited during set-up");
-        return 1;
+        return report_start(pid, pipefd[0]);
     }
 
     /* PID 1 of the new PID namespace. */
@@ -419,19 +757,21 @@ static int cmd_run(int argc, char **argv)
     status_fd = pipefd[1];
     if (outer_status >= 0)
         close(outer_status);
-    setup_rootfs(&lowers, upper, work, merged, &hides, &binds);
-    if (hostname && sethostname(hostname, strlen(hostname)) < 0)
-        DIE("sethostname %s: %s", hostname, strerror(errno));
-    if (strcmp(net, "new") == 0)
+    setup_rootfs(&o, ovl_fd, binds);
+    if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0)
+        DIE("sethostname %s: %s", o.hostname, strerror(errno));
+    if (strcmp(o.net, "new") == 0)
         loopback_up();
 
-    char **envp = calloc((size_t)envs.n + 1, sizeof *envp);
-    for (i = 0; i < envs.n; i++)
-        envp[i] = envs.items[i];
+    char **envp = calloc((size_t)o.envs.n + 1, sizeof *envp);
+    if (!envp)
+        DIE("out of memory");
+    for (int i = 0; i < o.envs.n; i++)
+        envp[i] = o.envs.items[i];
     dprintf(status_fd, "ok\n");
     close(status_fd);
     status_fd = -1;
-    return pid1_loop(cmd, envp, cwd);
+    return pid1_loop(o.cmd, envp, o.cwd);
 }
 
 /* exec: join the cgroups and every namespace of host PID, then run CMD as a child so that
@@ -442,7 +782,7 @@ static int cmd_exec(int argc, char **argv)
     struct list cgroups = {0}, envs = {0};
     const char *cwd = "/";
     char **cmd = NULL, path[256];
-    int target = 0, i, fds[7], rootfd, tty = 0;
+    int target = 0, i, fds[7], rootfd, tty = 0, joined_user = 0;
 
     for (i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -482,6 +822,7 @@ static int cmd_exec(int argc, char **argv)
         DIE("open %s: %s", path, strerror(errno));
 
     join_cgroups(&cgroups);
+    /* The user namespace first (a userns host's): its root may then join the others it owns. */
     for (i = 0; i < 7; i++) {
         struct stat mine, theirs;
         snprintf(path, sizeof path, "/proc/self/ns/%s", ns_names[i]);
@@ -490,7 +831,11 @@ static int cmd_exec(int argc, char **argv)
             continue;
         if (setns(fds[i], 0) < 0)
             DIE("setns %s of %d: %s", ns_names[i], target, strerror(errno));
+        if (i == 0)
+            joined_user = 1;
     }
+    if (joined_user)
+        become_root(); /* the host's root, not the machine's uid 0 that it cannot map */
     if (fchdir(rootfd) < 0 || chroot(".") < 0)
         DIE("enter root of %d: %s", target, strerror(errno));
     if (chdir(cwd) < 0)
