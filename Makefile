@@ -61,8 +61,10 @@ unit: venv
 test: venv lint
 	$(PY) -m pytest -q -ra
 
+# Figures next to baselines measured in the same run (medians of 3); nothing asserts on speed.
 bench: venv
-	$(PY) bench/updown.py
+	$(PY) bench/updown.py --sizes 10,100,300,1000
+	$(PY) bench/scale.py --hosts 1000 --routers 100 --pairs 1000 --memory
 	$(PY) bench/reach.py
 
 clean-labs: venv

@@ -62,12 +62,16 @@ def name_netns(name: str, pid: int) -> Path:
 
     A symlink and not a bind mount: it adds nothing to the machine's mount table and does not
     keep the namespace alive after the host's PID 1 dies."""
-    NETNS_DIR.mkdir(parents=True, exist_ok=True)
     link = NETNS_DIR / name
-    tmp = NETNS_DIR / f".{name}.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(f"/proc/{pid}/ns/net")
-    os.replace(tmp, link)
+    target = f"/proc/{pid}/ns/net"
+    try:
+        os.symlink(target, link)  # one file operation: /run may be on a journaled disk
+    except FileExistsError:  # a stale name of a dead host: replace it
+        link.unlink()
+        os.symlink(target, link)
+    except FileNotFoundError:
+        NETNS_DIR.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, link)
     return link
 
 

@@ -26,6 +26,7 @@ def write_in(pid: int, values: dict[str, str]) -> None:
     the namespaces of the task that opens them, so entering them is enough."""
     if not values:
         return
-    with namespaces.entered(pid, ("net", "ipc", "uts")):
+    kinds = ("net",) if all(key.startswith("net.") for key in values) else ("net", "ipc", "uts")
+    with namespaces.entered(pid, kinds):
         for key, value in values.items():
             write(key, value)
