@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 RUN_DIR = Path("/run/netemu")
@@ -34,8 +35,8 @@ def cgroups() -> set[str]:
     root = Path("/sys/fs/cgroup")
     for hierarchy in root.iterdir():
         base = hierarchy / "netemu"
-        if base.is_dir():
-            found.update(str(p) for p in [base, *base.rglob("*")] if p.is_dir())
+        # os.walk skips what vanishes while it reads: other labs may be going down meanwhile.
+        found.update(directory for directory, _subdirs, _files in os.walk(base))
     if (root / "netemu").is_dir():  # pure v2
         found.add(str(root / "netemu"))
     return found
@@ -111,6 +112,41 @@ def diff(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, d
         if added or gone:
             changes[key] = {"added": added, "removed": gone}
     return changes
+
+
+# Machine-wide sysctls netemu may raise while a lab runs (runtime/hostsettings.py).
+HOST_SYSCTLS = ("net.ipv4.ip_forward", *(f"net.{fam}.neigh.default.gc_thresh{i}"
+                                         for fam in ("ipv4", "ipv6") for i in (1, 2, 3)))
+
+
+def host_sysctls() -> set[str]:
+    return {f"{key}={Path('/proc/sys', key.replace('.', '/')).read_text().strip()}" for key in HOST_SYSCTLS}
+
+
+def sysctl_claimants() -> set[str]:
+    """Labs that hold a claim on the machine's sysctls right now (the host-settings ledger)."""
+    try:
+        return set(json.loads((RUN_DIR / "host-sysctls.json").read_text()).get("labs", {}))
+    except (FileNotFoundError, ValueError):
+        return set()
+
+
+def shared_machine() -> bool:
+    """Other developers' labs may come and go while this suite runs (NETEMU_TEST_SHARED_MACHINE)."""
+    return bool(os.environ.get("NETEMU_TEST_SHARED_MACHINE"))
+
+
+def diff_mine(before: dict[str, set[str]], after: dict[str, set[str]],
+              tokens: Iterable[str]) -> dict[str, dict[str, set[str]]]:
+    """diff(), but on a shared machine only the entries that name one of `tokens` (lab names,
+    and the hashed link names of those labs) count: other labs' objects come and go meanwhile."""
+    changes = diff(before, after)
+    if not shared_machine():
+        return changes
+    words = list(tokens)
+    mine = {key: {side: {e for e in entries if any(w in e for w in words)} for side, entries in change.items()}
+            for key, change in changes.items()}
+    return {key: change for key, change in mine.items() if change["added"] or change["removed"]}
 
 
 def is_root() -> bool:

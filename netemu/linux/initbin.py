@@ -36,7 +36,9 @@ def _compile(source: bytes, target: Path) -> Path:
     if compiler is None:
         raise MachineError("building netemu-init needs a C compiler: install gcc and libc6-dev")
     target.parent.mkdir(parents=True, exist_ok=True)
-    src = target.with_suffix(".c")
+    # Per-process names: processes that start labs at once all compile, and one rewriting a
+    # shared source file under another's compiler makes it fail ("undefined reference to main").
+    src = target.with_name(target.name + f".tmp{os.getpid()}.c")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     src.write_bytes(source)
     # Static, so that a host whose image has no libc still gets a working PID 1.

@@ -35,8 +35,8 @@ def require_kernel() -> None:
 
 
 def _unsupported(topo: Topology) -> None:
-    """Features of the file format that this version does not build yet: refused before anything
-    is created, naming the node."""
+    """Combinations that cannot be built (a link on a host that uses the machine's network):
+    refused before anything is created, naming the file and line."""
     for link in topo.links:
         for ep, _ in link.host_endpoints():
             if topo.nodes[ep.node].network == "host":

@@ -150,6 +150,8 @@ class _StrictLoader(yaml.SafeLoader):
         except (ValueError, TypeError, OverflowError):  # e.g. `!!int abc`: PyYAML lets these escape
             kind = node.tag.removeprefix(_STD_TAG)
             raise Invalid(line, path, f"'{node.value}' is not a valid {kind}") from None
+        if "\0" in node.value:  # a "\0" escape: no name, path, argument or value may hold one
+            raise Invalid(line, path, "the NUL character is not allowed")
         return Item(value, line, path, raw=node.value, key_line=key_line)
 
     def _mapping(self, node: Any, path: str) -> dict[str, Item]:
@@ -160,6 +162,8 @@ class _StrictLoader(yaml.SafeLoader):
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag in (_NULL_TAG, _ALIAS_TAG):
                 raise Invalid(key_line, path, "mapping keys must be plain strings")
             key = key_node.value
+            if "\0" in key:
+                raise Invalid(key_line, path, "the NUL character is not allowed in a key")
             if key in result:
                 reason = f"duplicate key '{key}' (first at line {result[key].key_line})"
                 raise Invalid(key_line, child_path(path, key), reason)

@@ -13,28 +13,33 @@ from typing import Any
 
 from netemu.topology.model import IPAddress, IPInterface, IPNetwork
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
-_SYSCTL_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?")
+_SYSCTL_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+")
 # only sysctls that live in a per-host namespace (net, ipc): anything else would change the machine
 _NAMESPACED_SYSCTLS = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:ib?|b)?|b)?$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:ib?|b)?|b)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 MIN_MEMORY = 4 << 20  # below this a host cannot even start its init and a shell
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_PORT_RE = re.compile(r"^(\d+):(\d+)(?:/(tcp|udp))?$")
+_PORT_RE = re.compile(r"(\d+):(\d+)(?:/(tcp|udp))?")
+# Patterns are used with fullmatch: `$` would accept a trailing newline.
 # tc(8) syntax, validated here only for format; the kernel judges the values at `up`
-_TC_TIME_RE = re.compile(r"^\d+(\.\d+)?(us|usec|ms|msec|s|sec|secs)$", re.IGNORECASE)
-_TC_PERCENT_RE = re.compile(r"^(\d+(\.\d+)?)%$")
-_TC_RATE_RE = re.compile(r"^\d+(\.\d+)?([kmgt]i?)?(bit|bps)$", re.IGNORECASE)
+_TC_TIME_RE = re.compile(r"\d+(\.\d+)?(us|usec|ms|msec|s|sec|secs)", re.IGNORECASE)
+_TC_PERCENT_RE = re.compile(r"(\d+(\.\d+)?)%")
+_TC_RATE_RE = re.compile(r"\d+(\.\d+)?([kmgt]i?)?(bit|bps)", re.IGNORECASE)
 IMPAIR_KEYS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate")
+# Upper bounds the kernel can take: a larger memory limit wraps around in the cgroup's parser,
+# and a CFS quota stops at about 2^44 us per 100 ms period.
+MAX_MEMORY = 1 << 62
+MAX_CPUS = 65536
 
 
 def name(text: str, what: str, max_len: int) -> str:
     """Lab, node and network names end up inside kernel object names, hence the tight alphabet."""
-    if not NAME_RE.match(text):
+    if not NAME_RE.fullmatch(text):
         raise ValueError(f"invalid {what} name '{text}': use a-z, 0-9 and '-', not '-' first")
     if len(text) > max_len:
         raise ValueError(f"{what} name '{text}' is too long ({len(text)} chars, at most {max_len})")
@@ -43,8 +48,9 @@ def name(text: str, what: str, max_len: int) -> str:
 
 def iface(text: str) -> str:
     """A Linux interface name (IFNAMSIZ is 16 including the NUL; dev_valid_name() rules)."""
-    if not 1 <= len(text) <= 15:
-        raise ValueError(f"interface name '{text}' must be 1 to 15 characters long (has {len(text)})")
+    size = len(text.encode("utf-8", "surrogatepass"))  # IFNAMSIZ counts bytes, not characters
+    if not 1 <= size <= 15:
+        raise ValueError(f"interface name '{text}' must be 1 to 15 bytes long (has {size})")
     if text in (".", "..") or any(c == "/" or c == ":" or c.isspace() for c in text):
         raise ValueError(f"invalid interface name '{text}': no '/', ':' or whitespace, not '.' or '..'")
     if text == "lo":
@@ -57,20 +63,20 @@ def hostname(text: str, max_len: int = 64) -> str:
     if not text or len(text) > max_len:
         raise ValueError(f"hostname '{text}' must be 1 to {max_len} characters long")
     for label in text.split("."):
-        if len(label) > 63 or not _LABEL_RE.match(label):
+        if len(label) > 63 or not _LABEL_RE.fullmatch(label):
             raise ValueError(f"invalid hostname '{text}': labels use a-z, 0-9 and '-', not at either end")
     return text
 
 
 def env_name(text: str) -> str:
-    if not _ENV_RE.match(text):
+    if not _ENV_RE.fullmatch(text):
         raise ValueError(f"invalid environment variable name '{text}'")
     return text
 
 
 def sysctl_name(text: str) -> str:
     # dots only (no '/'), so the name cannot walk out of /proc/sys when turned into a path
-    if not _SYSCTL_RE.match(text):
+    if not _SYSCTL_RE.fullmatch(text):
         raise ValueError(f"invalid sysctl name '{text}'")
     if not text.startswith(_NAMESPACED_SYSCTLS):
         raise ValueError(f"sysctl '{text}' is not namespaced: would change the machine")
@@ -79,9 +85,12 @@ def sysctl_name(text: str) -> str:
 
 def ip_address(text: str) -> IPAddress:
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"invalid IP address '{text}'") from None
+    if getattr(address, "scope_id", None) is not None:  # fe80::1%eth0: a scope means nothing in a file
+        raise ValueError(f"invalid IP address '{text}': no %scope")
+    return address
 
 
 def ip_network(text: str) -> IPNetwork:
@@ -108,6 +117,8 @@ def ip_interface(text: str, default_prefix: int | None = None) -> IPInterface:
         addr = ipaddress.ip_interface(text)
     except ValueError:
         raise ValueError(f"invalid address '{text}': expected ADDRESS/PREFIX") from None
+    if getattr(addr.ip, "scope_id", None) is not None:
+        raise ValueError(f"invalid address '{text}': no %scope")
     return host_address(addr)
 
 
@@ -126,13 +137,15 @@ def memory(value: Any) -> int:
     """Bytes, or a size with a binary unit (K=1024): 64M, 1G, 512k."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"invalid memory size '{value}': use bytes or a size like 64M")
-    match = _SIZE_RE.match(str(value).strip())
+    match = _SIZE_RE.fullmatch(str(value).strip())
     if not match:
         raise ValueError(f"invalid memory size '{value}': use bytes or a size like 64M, 1G, 512k")
-    size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+    size = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
     if size < MIN_MEMORY:
         raise ValueError(f"memory limit '{value}' is too small (at least 4M)")
-    return size
+    if size > MAX_MEMORY:  # also catches a number too long for a float (infinity)
+        raise ValueError(f"memory limit '{value}' is too large (at most 4E)")
+    return int(size)
 
 
 def cpus(value: Any) -> float:
@@ -145,6 +158,8 @@ def cpus(value: Any) -> float:
         raise ValueError(f"invalid cpus '{value}': expected a positive number like 0.5") from None
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"invalid cpus '{value}': expected a positive number like 0.5")
+    if number > MAX_CPUS:
+        raise ValueError(f"invalid cpus '{value}': at most {MAX_CPUS}")
     return number
 
 
@@ -152,12 +167,14 @@ def duration(value: Any) -> float:
     """Seconds: 30s, 500ms, 2m, 1h, or a plain number of seconds."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"invalid duration '{value}': use e.g. 30s, 500ms, 2m")
-    match = _DURATION_RE.match(str(value).strip())
+    match = _DURATION_RE.fullmatch(str(value).strip())
     if not match:
         raise ValueError(f"invalid duration '{value}': use e.g. 30s, 500ms, 2m")
     seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if seconds <= 0:
         raise ValueError(f"duration '{value}' must be positive")
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration '{value}' is too long")
     return seconds
 
 
@@ -169,7 +186,7 @@ def port_number(value: int) -> int:
 
 def published_port(text: str) -> str:
     """HOST:CONTAINER[/tcp|udp], normalised with its protocol (tcp when omitted)."""
-    match = _PORT_RE.match(text)
+    match = _PORT_RE.fullmatch(text)
     if not match:
         raise ValueError(f"invalid port '{text}': expected HOST:CONTAINER[/tcp|udp], e.g. 8080:80/tcp")
     host, inner = port_number(int(match.group(1))), port_number(int(match.group(2)))
@@ -192,16 +209,26 @@ def bind(text: str) -> tuple[str, str, bool]:
     return parts[0], parts[1], mode == "ro"
 
 
+def image(text: str) -> str:
+    """`host`, an imported image's name, or a directory (a value starting with '.', '/' or '~').
+    A directory becomes an overlay lowerdir, where ',' ends the option and ':' splits layers."""
+    if not text:
+        raise ValueError("must not be empty")
+    if text.startswith((".", "/", "~")) and any(c in text for c in ",:\\"):
+        raise ValueError(f"image directory '{text}' cannot hold ',', ':' or '\\' (overlay option separators)")
+    return text
+
+
 def impair(key: str, text: str) -> str:
     """Format-only check of a netem/tbf parameter."""
     if key in ("delay", "jitter"):
-        if not _TC_TIME_RE.match(text):
+        if not _TC_TIME_RE.fullmatch(text):
             raise ValueError(f"invalid {key} '{text}': expected a time like 20ms or 1.5s")
     elif key == "rate":
-        if not _TC_RATE_RE.match(text):
+        if not _TC_RATE_RE.fullmatch(text):
             raise ValueError(f"invalid rate '{text}': expected a rate like 10mbit or 512kbit")
     else:
-        match = _TC_PERCENT_RE.match(text)
+        match = _TC_PERCENT_RE.fullmatch(text)
         if not match or float(match.group(1)) > 100:
             raise ValueError(f"invalid {key} '{text}': expected a percentage like 1% or 0.5%")
     return text

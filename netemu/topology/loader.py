@@ -273,7 +273,7 @@ def _bind(item: Item) -> Bind:
 
 
 _NODE_PARSERS = {
-    "image": _string,
+    "image": lambda item: item.convert(values.image),
     "hostname": lambda item: item.convert(values.hostname),
     "dns": lambda item: [str(entry.convert(values.ip_address)) for entry in item.items()],
     "dns_search": lambda item: [entry.convert(lambda t: values.hostname(t, 253)) for entry in item.items()],

@@ -76,19 +76,36 @@ def test_minimal_dev(seed):
                         "fd", "stdin", "stdout", "stderr"}) == 0
 
 
-def test_no_mount_of_the_lab_on_the_machine(seed):
-    mounts = Path("/proc/mounts").read_text()
-    assert seed.name not in mounts
-    assert not any(line.startswith("overlay ") for line in mounts.splitlines())
+def test_only_the_labs_layer_tmpfs_is_mounted_on_the_machine(seed):
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    ours = [line.split() for line in mounts if seed.name in line]
+    assert [(m[1], m[2]) for m in ours] == [(f"/var/lib/netemu/labs/{seed.name}", "tmpfs")]
+    assert not any(line.startswith("overlay ") for line in mounts)
+    # the hosts' writable layers are in it
+    assert Path(f"/var/lib/netemu/labs/{seed.name}/r1/upper/etc/hostname").read_text() == "r1\n"
+
+
+# The hierarchies a host's group lives in: the v2 tree and the v1 controllers netemu uses.
+USED_V1 = {"cpu", "cpuacct", "memory", "pids"}
+
+
+def _used_hierarchies() -> list[Path]:
+    if Path("/sys/fs/cgroup/cgroup.procs").exists():  # pure v2
+        return [Path("/sys/fs/cgroup")]
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" - ")[1].split()
+        mountpoint = Path(line.split()[4])
+        if fields[0] == "cgroup2" or (fields[0] == "cgroup" and USED_V1 & set(fields[2].split(","))):
+            found.append(mountpoint)
+    return found
 
 
 def test_exec_process_is_in_the_hosts_cgroup_on_every_controller(seed):
     seed.exec("r1", ["sh", "-c", "sleep 1000 >/dev/null 2>&1 &"])
     record = json.loads(Path(f"/run/netemu/{seed.name}/state.json").read_text())
     group = record["nodes"]["r1"]["cgroup"]
-    hierarchies = [p for p in Path("/sys/fs/cgroup").iterdir() if (p / "cgroup.procs").exists()]
-    if Path("/sys/fs/cgroup/cgroup.procs").exists():
-        hierarchies = [Path("/sys/fs/cgroup")]
+    hierarchies = _used_hierarchies()
     assert hierarchies
     for hierarchy in hierarchies:
         pids = (hierarchy / group / "cgroup.procs").read_text().split()

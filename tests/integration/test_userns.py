@@ -14,7 +14,7 @@ import pytest
 
 from netemu.linux import images
 from netemu.runtime import userns
-from tests.conftest import run_cli, unique_name
+from tests.conftest import NETEMU, ROOT, run_cli, unique_name
 from tests.integration.test_images import base_layer, top_layer, write_archive
 
 PAIR = {
@@ -193,3 +193,37 @@ def test_binds_keep_the_machine_s_ids(make_lab, tmp_path):
     assert "ro" in lab.exec("u", ["sh", "-c", "grep ' /mnt/ro ' /proc/self/mounts"]).stdout.split()[3].split(",")
     assert lab.exec("u", ["sh", "-c", "echo written > /mnt/rw/out.txt"]).returncode == 0
     assert (shared / "out.txt").read_text() == "written\n" and (shared / "out.txt").stat().st_uid == base
+
+
+def test_binds_of_a_shared_mount_propagate_nothing_either_way(make_lab, tmp_path):
+    """Bind sources are cloned before the host's mount namespace exists: the clones must be made
+    private, or the host's mounts would show on the machine (and the machine's in the host)."""
+    shared = tmp_path / "shared"
+    for sub in ("from-host-n", "from-host-u", "from-machine"):
+        (shared / sub).mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        lab = make_lab({"nodes": {"n": {"binds": [f"{shared}:/mnt/s"]},
+                                  "u": {"userns": True, "binds": [f"{shared}:/mnt/s"]}}})
+        for node in ("n", "u"):
+            assert lab.exec(node, ["mount", "-t", "tmpfs", "x", f"/mnt/s/from-host-{node}"]).returncode == 0
+        subprocess.run(["mount", "-t", "tmpfs", "x", str(shared / "from-machine")], check=True)
+        assert "from-host" not in Path("/proc/self/mountinfo").read_text()
+        for node in ("n", "u"):
+            assert "from-machine" not in lab.exec(node, ["cat", "/proc/self/mountinfo"]).stdout
+    finally:
+        subprocess.run(["umount", "-R", str(shared)], check=False)
+
+
+def test_labs_coming_up_together_never_share_a_range(make_lab):
+    paths = [make_lab({"nodes": {"a": {"userns": True}, "b": {"userns": True}}}, up=False) for _ in range(3)]
+    ups = [subprocess.Popen([*NETEMU, "up", str(path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True) for path in paths]
+    for up in ups:
+        assert up.wait(timeout=120) == 0, up.stderr.read() if up.stderr else ""
+    bases = []
+    for path in paths:
+        record = json.loads(Path(f"/run/netemu/{path.stem}/state.json").read_text())
+        bases += [int(info["extra"]["userns"].split(":")[0]) for info in record["nodes"].values()]
+    assert len(set(bases)) == 6

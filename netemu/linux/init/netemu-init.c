@@ -204,7 +204,7 @@ struct run_opts {
     char **cmd;
 };
 
-/* ---- The new mount API (Linux 5.2+; idmapped mounts 5.12+) ---- */
+/* ---- The new mount API (open_tree 5.2, mount_setattr and idmapped mounts 5.12) ------------ */
 #ifndef SYS_open_tree
 #define SYS_open_tree 428
 #endif
@@ -240,7 +240,6 @@ struct ne_mount_attr {
     unsigned long long attr_set, attr_clr, propagation, userns_fd;
 };
 
-
 /* A bind mount to make: a detached clone of its source, attached inside the host by PID 1. */
 struct bind_mount {
     int fd;
@@ -250,10 +249,12 @@ struct bind_mount {
 
 /* Bind sources are cloned by the launcher, still the machine's root and in the machine's mount
  * namespace: root inside a userns host may not even be allowed to reach them. Each clone takes
- * the source's submounts too, and ":ro" makes all of them read-only. */
+ * the source's submounts too, all made private (a clone of a shared mount would otherwise
+ * propagate mounts between the host and the machine), and ":ro" makes all of them read-only. */
 static void open_binds(struct list *specs, struct bind_mount *out)
 {
-    struct ne_mount_attr ro = {.attr_set = NE_MOUNT_ATTR_RDONLY};
+    struct ne_mount_attr rw = {.propagation = MS_PRIVATE};
+    struct ne_mount_attr ro = {.attr_set = NE_MOUNT_ATTR_RDONLY, .propagation = MS_PRIVATE};
 
     for (int i = 0; i < specs->n; i++) {
         char *spec = strdup(specs->items[i]);
@@ -270,9 +271,9 @@ static void open_binds(struct list *specs, struct bind_mount *out)
                                  NE_OPEN_TREE_CLONE | NE_AT_RECURSIVE | O_CLOEXEC);
         if (out[i].fd < 0)
             DIE("open_tree %s: %s", src, strerror(errno));
-        if (mode && strcmp(mode, "ro") == 0 &&
-            syscall(SYS_mount_setattr, out[i].fd, "", AT_EMPTY_PATH | NE_AT_RECURSIVE, &ro, sizeof ro) < 0)
-            DIE("read-only bind of %s (mount_setattr): %s", src, strerror(errno));
+        struct ne_mount_attr *attr = mode && strcmp(mode, "ro") == 0 ? &ro : &rw;
+        if (syscall(SYS_mount_setattr, out[i].fd, "", AT_EMPTY_PATH | NE_AT_RECURSIVE, attr, sizeof *attr) < 0)
+            DIE("bind of %s (mount_setattr): %s", src, strerror(errno));
         out[i].dst = dst;
         out[i].is_dir = S_ISDIR(st.st_mode);
     }
@@ -314,9 +315,13 @@ static void attach_binds(const char *root, struct bind_mount *binds, int n)
  *      /dev, /run as for any host. The kernel lets a user namespace mount proc and sysfs only
  *      where the machine's /proc and /sys are fully visible, and sysfs only for a network
  *      namespace that the user namespace owns (see mount_sys).
+ * Root inside may not be allowed to walk the machine's paths (a 0700 directory of root's), so
+ * whatever lies outside the host is reached before step 3, as the machine's root: the bind
+ * sources are cloned (open_binds), and the launcher moves into the mount point, where unshare
+ * keeps it and PID 1 attaches the overlay on ".".
  */
 struct idrange {
-    unsigned long long base, count; /* count 0: no user namespace of its own */
+    unsigned long long base, count;
 };
 
 static void parse_idrange(const char *text, struct idrange *ids)
