@@ -76,9 +76,11 @@ def name_netns(name: str, pid: int) -> Path:
 
 
 def netns_names(prefix: str) -> list[str]:
+    """netemu's names that start with `prefix`: netemu names a namespace with a symlink (see
+    name_netns), and `ip netns add` with a bind mount, so a user's namespace is never one of them."""
     if not NETNS_DIR.is_dir():
         return []
-    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix) and p.is_symlink())
 
 
 def unname_netns(name: str) -> None:

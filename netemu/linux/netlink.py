@@ -8,11 +8,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from netemu.linux import namespaces
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 ALIAS_PREFIX = "netemu:"
 IFA_F_NODAD = 0x02
@@ -33,6 +34,10 @@ class Netlink:
     """A netlink socket bound to one network namespace (the machine's, or a host's)."""
 
     def __init__(self, pid: int | None = None) -> None:
+        # pyroute2 takes a tenth of a second to import: only the commands that need it pay.
+        from pyroute2 import IPRoute
+
+        self.ipr: IPRoute
         if pid is None:
             self.ipr = IPRoute()
         else:
@@ -115,6 +120,8 @@ class Netlink:
         self.set_link(name, master=self.index(bridge))
 
     def delete(self, index: int) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
         try:
             self.ipr.link("del", index=index)
         except NetlinkError as e:
@@ -167,6 +174,8 @@ class Netlink:
             spec["gateway"] = via
         if dev:
             spec["oif"] = self.index(dev)
+        from pyroute2.netlink.exceptions import NetlinkError
+
         try:
             self.ipr.route("add", **spec)
         except NetlinkError as e:

@@ -262,6 +262,11 @@ class Batch:
         self._queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _ifinfo(up=up) + attrs + info,
                     f"add veth {name} (peer {peer})")
 
+    def add_bridge(self, name: str, mtu: int | None = None) -> None:
+        attrs = attr_str(IFLA_IFNAME, name) + (attr_u32(IFLA_MTU, mtu) if mtu else b"")
+        info = nested(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, "bridge"))
+        self._queue(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _ifinfo() + attrs + info, f"add bridge {name}")
+
     def set_alias(self, name: str, alias: str) -> None:
         # The kernel ignores IFLA_IFALIAS in a creating request; set by name, no index needed.
         self._queue(RTM_NEWLINK, 0, _ifinfo() + attr_str(IFLA_IFNAME, name) + attr_str(IFLA_IFALIAS, alias),

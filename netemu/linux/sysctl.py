@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from netemu.errors import InputError
 from netemu.linux import namespaces
 
 PROC_SYS = Path("/proc/sys")
@@ -29,4 +30,15 @@ def write_in(pid: int, values: dict[str, str]) -> None:
     kinds = ("net",) if all(key.startswith("net.") for key in values) else ("net", "ipc", "uts")
     with namespaces.entered(pid, kinds):
         for key, value in values.items():
-            write(key, value)
+            _write_checked(key, value)
+
+
+def _write_checked(key: str, value: str) -> None:
+    """The file cannot know which sysctls this kernel has inside a namespace, nor which values
+    it takes: say which, instead of an internal error."""
+    try:
+        write(key, value)
+    except (FileNotFoundError, PermissionError):
+        raise InputError(f"sysctl {key} does not exist, or cannot be set, inside a host on this kernel") from None
+    except OSError as e:
+        raise InputError(f"sysctl {key}: the kernel refused the value {value!r} ({e.strerror})") from None

@@ -167,26 +167,37 @@ class Builder:
 
     # networks and links --------------------------------------------------------------------
     def _create_bridges(self) -> None:
-        host = self._host_socket()
+        bridges = [net for net in self.topo.networks.values() if net.driver == "bridge"]
         for net in self.topo.networks.values():
             if net.driver == "macvlan":
-                uplinks.describe(host, net.uplink or "", net.name)  # the parent must exist
+                uplinks.describe(self._host_socket(), net.uplink or "", net.name)  # the parent must exist
                 self.record["networks"][net.name] = {"driver": "macvlan", "parent": net.uplink}
-                continue
-            name = paths.bridge_name(self.topo.name, net.name)
-            host.add_bridge(name, paths.alias(self.topo.name, f"network:{net.name}"), net.mtu)
-            for gateway in net.gateways:
-                host.add_address(name, gateway)
-            host.up(name)
+        names = {net.name: paths.bridge_name(self.topo.name, net.name) for net in bridges}
+        try:
+            with rtnl.Socket() as sock:
+                with rtnl.Batch(sock) as batch:
+                    for net in bridges:
+                        batch.add_bridge(names[net.name], net.mtu)
+                        batch.set_alias(names[net.name], paths.alias(self.topo.name, f"network:{net.name}"))
+                index = sock.index_by_name()
+                with rtnl.Batch(sock) as batch:
+                    for net in bridges:
+                        batch.set_up(index[names[net.name]], names[net.name])
+                        for gateway in net.gateways:
+                            batch.add_address(index[names[net.name]], gateway, names[net.name])
+        except rtnl.RtnlError as e:
+            raise LabError(f"networks: {e.strerror}") from None
+        for net in bridges:
             self.record["networks"][net.name] = {
-                "bridge": name, "gateways": [str(g) for g in net.gateways],
+                "bridge": names[net.name], "gateways": [str(g) for g in net.gateways],
                 "subnets": [str(s) for s in net.subnets],
             }
             if net.uplink:
+                host = self._host_socket()
                 saved = uplinks.describe(host, net.uplink, net.name)
                 self.record.setdefault("uplinks", []).append(saved)
                 state.write(self.topo.name, self.record)  # before touching it: a crash still gives it back
-                uplinks.attach(host, saved, name)
+                uplinks.attach(host, saved, names[net.name])
 
     def _host_socket(self) -> Netlink:
         if 0 not in self.sockets:
