@@ -36,6 +36,8 @@ class Engine:
         self.poller = select.poll()
         self.watched: dict[int, tuple[HostNet, socket.socket, int, int]] = {}
         self.probes: list[Probe] = []
+        self.by_key: dict[tuple[str, object], list[Probe]] = {}  # packets.keys -> the probes they concern
+        self.keyless: list[Probe] = []  # probes offered every packet
 
     def __enter__(self) -> Engine:
         return self
@@ -117,6 +119,7 @@ class Engine:
 
     def _loop(self, probes: list[Probe]) -> None:
         self.probes = probes
+        self._index(probes)
         now = time.monotonic()
         for probe in probes:
             if not probe.done:
@@ -144,8 +147,26 @@ class Engine:
             if not self._interesting(rx):
                 continue
             pkt = pk.dissect(rx)
-            for probe in self.probes:
+            for probe in self._concerned(pk.keys(pkt)):
                 probe.on_packet(rx, pkt)
+
+    def _index(self, probes: list[Probe]) -> None:
+        # Offering every packet to every probe made a round of N probes cost N^2 matches: a
+        # thousand probes in flight fell behind their own deadlines.
+        self.by_key = {}
+        self.keyless = []
+        for probe in probes:
+            keys = probe.keys()
+            if not keys:
+                self.keyless.append(probe)
+            for key in keys:
+                self.by_key.setdefault(key, []).append(probe)
+
+    def _concerned(self, keys: list[tuple[str, object]]) -> list[Probe]:
+        found = list(self.keyless)
+        for key in keys:
+            found += [probe for probe in self.by_key.get(key, ()) if probe not in found]
+        return found
 
     def _interesting(self, rx: Received) -> bool:
         """A cheap look at the header before scapy dissects: raw TCP and UDP sockets get every

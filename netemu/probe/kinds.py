@@ -187,6 +187,11 @@ class Probe:
     def is_mine(self, pkt: pk.Packet) -> bool:
         raise NotImplementedError
 
+    def keys(self) -> list[tuple[str, object]]:
+        """The packet keys (packets.keys) of every packet `match` or `is_mine` can accept; none:
+        the probe sees every packet (ARP and NDP have no such key)."""
+        return []
+
     def after_answer(self, flow: Flow, answer: Answer) -> None:
         """A hook: the TCP probe closes a half-open connection here."""
 
@@ -299,6 +304,9 @@ class EchoProbe(Probe):
     def is_mine(self, pkt: pk.Packet) -> bool:
         return pk.echo_request_payload(pkt) == self.payload
 
+    def keys(self) -> list[tuple[str, object]]:
+        return [("icmp", self.ident), ("echo", self.payload)]
+
 
 class TcpProbe(Probe):
     """TCP SYN: SYN/ACK is reachable, RST is refused, an ICMP error or silence is unreachable."""
@@ -372,6 +380,9 @@ class TcpProbe(Probe):
             return False
         return any(segment.seq == f.isn for f in self.flows)
 
+    def keys(self) -> list[tuple[str, object]]:
+        return [key for f in self.flows for key in (("tcp", f.sport), ("syn", f.isn))]
+
 
 class UdpProbe(Probe):
     """UDP: a reply is reachable, ICMP port unreachable is refused, silence is unreachable."""
@@ -410,6 +421,9 @@ class UdpProbe(Probe):
     def is_mine(self, pkt: pk.Packet) -> bool:
         datagram = pk.udp_datagram(pkt)
         return datagram is not None and any(bytes(datagram.payload) == f.payload for f in self.flows)
+
+    def keys(self) -> list[tuple[str, object]]:
+        return [key for f in self.flows for key in (("udp", f.sport), ("datagram", f.payload))]
 
 
 class NeighbourProbe(Probe):

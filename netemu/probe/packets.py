@@ -175,3 +175,33 @@ def neighbour_advert(pkt: Packet) -> tuple[str, str] | None:
     if ICMPv6ND_NA in pkt:
         return str(pkt[ICMPv6ND_NA].tgt), str(pkt[Ether].src) if Ether in pkt else "?"
     return None
+
+
+def keys(pkt: Packet) -> list[tuple[str, object]]:
+    """What ties a packet to the probe it concerns, read once per packet: the engine offers it
+    only to the probes holding one of these keys (see Probe.keys), not to every probe in flight.
+    Echo requests, SYNs and datagrams are keyed by what NAT leaves alone (payload, sequence
+    number), so their arrival is found behind masquerade; answers by our own id or port."""
+    found: list[tuple[str, object]] = []
+    reply = echo_reply(pkt)
+    if reply is not None:
+        found.append(("icmp", reply[0]))
+    request = echo_request_payload(pkt)
+    if request is not None:
+        found.append(("echo", request))
+    error = icmp_error(pkt)
+    if error is not None:
+        quoted = quoted_echo(error.inner)
+        if quoted is not None:
+            found.append(("icmp", quoted[0]))
+        for proto in ("tcp", "udp"):
+            ports = quoted_ports(error.inner, proto)
+            if ports is not None:
+                found.append((proto, ports[0]))
+    segment = tcp_segment(pkt)
+    if segment is not None:
+        found += [("tcp", segment.dport), ("syn", segment.seq)]
+    datagram = udp_datagram(pkt)
+    if datagram is not None:
+        found += [("udp", datagram.dport), ("datagram", bytes(datagram.payload))]
+    return found
