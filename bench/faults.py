@@ -28,9 +28,13 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def schedule(up_trials: int, down_trials: int, clean: bool) -> list[tuple[str, str]]:
-    plan = [("up", "down")] * up_trials + [("down", "down")] * down_trials
-    return [(phase, "clean" if clean and i % 2 else recovery) for i, (phase, recovery) in enumerate(plan)]
+def kills(runner: FaultRunner, phase: str, count: int, clean: bool) -> list[Trial]:
+    """Trials until `count` of them killed the command mid-way (one that finished before its
+    kill instant does not count), at most twice as many trials."""
+    trials: list[Trial] = []
+    while sum(t.killed for t in trials) < count and len(trials) < 2 * count:
+        trials.append(runner.trial(phase, "clean" if clean and len(trials) % 2 else "down"))
+    return trials
 
 
 def run(args: argparse.Namespace) -> list[Trial]:
@@ -38,8 +42,8 @@ def run(args: argparse.Namespace) -> list[Trial]:
         runner = FaultRunner(Path(directory), f"fb{uuid.uuid4().hex[:6]}", args.hosts, args.seed, log)
         try:
             runner.calibrate()
-            return [runner.trial(phase, recovery)
-                    for phase, recovery in schedule(args.up_trials, args.down_trials, args.clean)]
+            return (kills(runner, "up", args.up_trials, args.clean)
+                    + kills(runner, "down", args.down_trials, args.clean))
         finally:
             runner.cleanup()
 
@@ -59,8 +63,8 @@ def summary(trials: list[Trial]) -> dict[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--up-trials", type=int, default=30)
-    parser.add_argument("--down-trials", type=int, default=15)
+    parser.add_argument("--up-trials", type=int, default=30, help="kills that land during up")
+    parser.add_argument("--down-trials", type=int, default=15, help="kills that land during down")
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clean", action="store_true", help="recover every other trial with `netemu clean`")

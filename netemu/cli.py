@@ -214,6 +214,7 @@ def down(target: str | None, all_labs: bool, quiet: bool, verbose: bool) -> None
 
     if all_labs == bool(target):
         raise InputError("give a lab name (or its file), or --all")
+    lab.require_root()  # also with --all and no lab: the answer must not depend on what exists
     names = [entry["name"] for entry in lab.list_labs()] if all_labs else [_lab_name(target or "")]
     lines: list[str] = []
     try:  # the lines wait for the live display to end, which they would garble

@@ -30,7 +30,13 @@ class TopologyError(InputError):
         self.key = key
         self.reason = reason
         where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+        super().__init__(one_line(f"{where}: {key}: {reason}" if key else f"{where}: {reason}"))
+
+
+def one_line(text: str) -> str:
+    """Control characters from the file (a name ending in "\\n") are shown escaped, so the
+    message stays one line and cannot rewrite the user's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class MachineError(NetemuError):

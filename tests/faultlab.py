@@ -8,6 +8,7 @@ addresses, and a published port."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NETEMU = [sys.executable, "-m", "netemu.cli"]
 LIMITS = {"memory": "64M", "pids": 128, "cpus": 0.5}
 CLI_TIMEOUT = 300.0  # a hang is a failure too, but never a timing verdict
+LIVE = ("running", "degraded")  # what `clean` leaves alone (see netemu.runtime.lab.clean)
 
 
 def fault_topology(name: str, hosts: int = 50, port: int = 18080) -> dict:
@@ -121,14 +123,15 @@ class Trial:
     delay: float
     recovery: str  # "down" or "clean"
     killed: bool = False
+    status: str | None = None  # the lab's status in `netemu ps` after the kill
     found: int = 0  # this lab's objects on the machine right after the kill
     leaks: dict[str, object] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         what = "killed" if self.killed else "finished before the kill"
-        return (f"{self.phase} {what} at {self.delay:.3f}s with {self.found} objects of the lab on the machine, "
-                f"recovered by {self.recovery}")
+        return (f"{self.phase} {what} at {self.delay:.3f}s with {self.found} objects of the lab on the machine "
+                f"(ps: {self.status or 'not listed'}), recovered by {self.recovery}")
 
 
 class FaultRunner:
@@ -177,16 +180,30 @@ class FaultRunner:
 
     def _inspect_after_kill(self, trial: Trial) -> None:
         """`ps` and `inspect` must still answer (a half-made lab is a state, not a crash)."""
-        for args in (["ps"], ["ps", "--format", "json"], ["inspect", self.name]):
+        for args in (["ps"], ["inspect", self.name]):
             result = cli(*args)
             if result.returncode not in (0, 2) or "Traceback" in result.stderr:
                 trial.errors.append(f"netemu {' '.join(args)} -> {result.returncode}: {result.stderr.strip()}")
+        trial.status = self._status()
+
+    def _status(self) -> str | None:
+        result = cli("ps", "--format", "json")
+        if result.returncode != 0:
+            return f"ps failed: {result.stderr.strip()}"
+        return next((lab["status"] for lab in json.loads(result.stdout) if lab["name"] == self.name), None)
 
     def _recover(self, trial: Trial) -> None:
         args = ["down", self.name] if trial.recovery == "down" else ["clean"]
         result = cli(*args)
         if result.returncode != 0:
             trial.errors.append(f"netemu {' '.join(args)} -> {result.returncode}: {result.stderr.strip()}")
+        if trial.recovery == "clean" and trial.status in LIVE:
+            # Killed after `up` finished its work, or before `down` began: the lab is whole and
+            # running, so `clean` rightly leaves it. `down` removes it.
+            left = self._status()
+            if left != trial.status:
+                trial.errors.append(f"clean changed a {trial.status} lab: now {left}")
+            cli("down", self.name)
         again = cli("down", self.name)
         if again.returncode != 0 or "nothing to remove" not in again.stdout:
             trial.errors.append(f"a second down still found something: {again.stdout.strip()} {again.stderr.strip()}")

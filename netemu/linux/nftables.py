@@ -40,5 +40,9 @@ def tables() -> list[tuple[str, str]]:
     return [(t["table"]["family"], t["table"]["name"]) for t in data.get("nftables", []) if "table" in t]
 
 
+def list_table(family: str, name: str) -> str:
+    return _nft(["list", "table", family, name])
+
+
 def delete_table(family: str, name: str) -> None:
     _nft(["delete", "table", family, name])

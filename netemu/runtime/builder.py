@@ -295,13 +295,14 @@ class Builder:
         batch = rtnl.Batch(sock)
         for route in self.topo.nodes[node].routes:
             if route.dev is not None and route.dev not in index:
-                raise LabError(f"node {node}: route {route.dst} dev {route.dev}: no such interface")
+                raise InputError(f"node {node}: route {route.dst} dev {route.dev}: no such interface")
             via = str(route.via) if route.via else None
             batch.add_route(route.dst, via, index[route.dev] if route.dev else None, tolerate=tolerate)
         try:
             batch.commit()
         except rtnl.RtnlError as e:
-            raise LabError(f"node {node}: {e.strerror}") from None
+            # The file's routes, refused by the kernel (a gateway on no link of the node): bad input.
+            raise InputError(f"node {node}: {e.strerror}") from None
 
     def _names_in(self, pid: int) -> str:
         names = [name for name, info in self.running.items() if info.netns_pid == pid]

@@ -106,4 +106,4 @@ def owned_lab_names() -> set[str]:
     names.update(firewall.owned_labs())
     if paths.LABS_LIB_DIR.is_dir():
         names.update(p.name for p in paths.LABS_LIB_DIR.iterdir() if p.is_dir())
-    return names
+    return {name for name in names if paths.is_lab_name(name)}  # netemu makes no other name

@@ -3,7 +3,7 @@ published `ports`. One table per lab, netemu-LAB, removed whole by `down`."""
 
 from __future__ import annotations
 
-from netemu.errors import InputError
+from netemu.errors import InputError, MachineError
 from netemu.linux import nftables
 from netemu.runtime import paths
 from netemu.topology.model import Topology
@@ -83,12 +83,26 @@ def apply(topo: Topology) -> bool:
 def remove(lab: str) -> bool:
     name = table_name(lab)
     for family, table in nftables.tables():
-        if table == name:
+        if table == name and _tagged(family, table, lab):
             nftables.delete_table(family, table)
             return True
     return False
 
 
 def owned_labs() -> set[str]:
-    return {t.removeprefix(nftables.TABLE_PREFIX) for _, t in nftables.tables()
-            if t.startswith(nftables.TABLE_PREFIX)}
+    """Labs that own a table: its name is netemu-LAB and it carries netemu's comment, so a
+    user's table that only looks like ours is never taken for a lab's."""
+    found = set()
+    for family, table in nftables.tables():
+        lab = table.removeprefix(nftables.TABLE_PREFIX)
+        if table.startswith(nftables.TABLE_PREFIX) and paths.is_lab_name(lab) and _tagged(family, table, lab):
+            found.add(lab)
+    return found
+
+
+def _tagged(family: str, table: str, lab: str) -> bool:
+    # `nft -j` leaves table comments out (nftables 1.0.6): read the table's own text.
+    try:
+        return f'comment "netemu:{lab}"' in nftables.list_table(family, table)
+    except MachineError:
+        return False  # gone since it was listed: another netemu took its lab down meanwhile

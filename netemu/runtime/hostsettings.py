@@ -66,8 +66,15 @@ def _apply(data: dict[str, Any]) -> None:
     wanted = thresholds_for(sum(need["neigh"] for need in data["labs"].values()))
     if any(need["forward"] for need in data["labs"].values()):
         wanted[FORWARDING] = 1
+    raise_now = {}
     for key, value in wanted.items():
         current = int(sysctl.read(key))
         if value > current:
             data["saved"].setdefault(key, str(current))
-            sysctl.write(key, str(value))
+            raise_now[key] = value
+    if raise_now:
+        # The old values reach the disk before the new ones reach the kernel: netemu killed in
+        # between still finds what to put back at `down` or `clean`.
+        state.save_ledger(LEDGER, data)
+    for key, value in raise_now.items():
+        sysctl.write(key, str(value))

@@ -101,10 +101,19 @@ def down(name: str) -> cleanup.Removed:
     if paths.state_dir(name).exists():
         try:
             with state.locked(name):
+                _mark_removing(name)
                 return cleanup.remove_lab(name)
         except LabNotFound:
             pass  # a concurrent down won the race
     return cleanup.remove_lab(name)  # no state: the leftovers of a crash, found by name
+
+
+def _mark_removing(name: str) -> None:
+    """A `down` killed half-way leaves a lab on its way out, not a degraded one: `clean` finishes it."""
+    record = state.read(name)
+    if record is not None and record.get("status") != "removing":
+        record["status"] = "removing"
+        state.write(name, record)
 
 
 def node_alive(info: dict[str, Any]) -> bool:
@@ -113,8 +122,8 @@ def node_alive(info: dict[str, Any]) -> bool:
 
 
 def lab_status(record: dict[str, Any]) -> str:
-    if record.get("status") == "creating":
-        return "creating" if state.is_busy(record["name"]) else "failed"
+    if record.get("status") in ("creating", "removing"):
+        return record["status"] if state.is_busy(record["name"]) else "failed"
     alive = [node_alive(info) for info in record["nodes"].values()]
     if alive and all(alive):
         return "running"

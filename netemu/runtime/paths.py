@@ -9,6 +9,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from netemu.errors import InputError, one_line
+from netemu.topology._values import NAME_RE
+from netemu.topology.loader import LAB_NAME_MAX
+
 RUN_DIR = Path(os.environ.get("NETEMU_RUN_DIR", "/run/netemu"))  # state files and locks
 LIB_DIR = Path(os.environ.get("NETEMU_LIB_DIR", "/var/lib/netemu"))  # writable layers
 LABS_LIB_DIR = LIB_DIR / "labs"
@@ -16,23 +20,40 @@ LABS_LIB_DIR = LIB_DIR / "labs"
 CGROUP_ROOT = "netemu"
 NETNS_PREFIX = "netemu-"
 IFNAME_MAX = 15
+NAME_MAX = 255  # one path component
+
+
+def is_lab_name(name: str) -> bool:
+    """A name `up` could have given a lab (the file format's rule)."""
+    return len(name) <= LAB_NAME_MAX and NAME_RE.fullmatch(name) is not None
+
+
+def _component(name: str) -> str:
+    """A lab or node name about to become a path component. `netemu down ..` (or a netns or
+    alias naming lab '..' or '') would otherwise reach the root cgroup, whose processes are
+    every process of the machine, and the whole of /run or /var/lib/netemu."""
+    if (name in ("", ".", "..") or "/" in name or len(name.encode("utf-8", "surrogatepass")) > NAME_MAX
+            or not name.isprintable()):
+        raise InputError(one_line(f"'{name[:100]}' is not a lab name"))
+    return name
 
 
 def state_dir(lab: str) -> Path:
-    return RUN_DIR / lab
+    return RUN_DIR / _component(lab)
 
 
 def layers_dir(lab: str, node: str | None = None) -> Path:
-    return LABS_LIB_DIR / lab if node is None else LABS_LIB_DIR / lab / node
+    return LABS_LIB_DIR / _component(lab) if node is None else LABS_LIB_DIR / _component(lab) / _component(node)
 
 
 def cgroup_path(lab: str, node: str | None = None) -> str:
-    return f"{CGROUP_ROOT}/{lab}" if node is None else f"{CGROUP_ROOT}/{lab}/{node}"
+    lab = _component(lab)
+    return f"{CGROUP_ROOT}/{lab}" if node is None else f"{CGROUP_ROOT}/{lab}/{_component(node)}"
 
 
 def netns_prefix(lab: str) -> str:
     # "." cannot occur in lab or node names, so one lab's prefix never matches another lab.
-    return f"{NETNS_PREFIX}{lab}."
+    return f"{NETNS_PREFIX}{_component(lab)}."
 
 
 def netns_name(lab: str, node: str) -> str:
@@ -42,7 +63,8 @@ def netns_name(lab: str, node: str) -> str:
 def lab_of_netns(name: str) -> str | None:
     if not name.startswith(NETNS_PREFIX) or "." not in name:
         return None
-    return name[len(NETNS_PREFIX):].split(".", 1)[0]
+    lab = name[len(NETNS_PREFIX):].split(".", 1)[0]
+    return lab if is_lab_name(lab) else None  # netemu-..x is nobody's: never a lab to remove
 
 
 def alias(lab: str, detail: str) -> str:
@@ -52,7 +74,9 @@ def alias(lab: str, detail: str) -> str:
 
 def lab_of_alias(value: str) -> str | None:
     parts = value.split(":")
-    return parts[1] if len(parts) >= 3 and parts[0] == "netemu" else None
+    if len(parts) >= 3 and parts[0] == "netemu" and is_lab_name(parts[1]):
+        return parts[1]
+    return None
 
 
 def _short_hash(*parts: str) -> str:

@@ -130,20 +130,28 @@ def ledger(filename: str, empty: Callable[[], dict[str, Any]]) -> Iterator[dict[
         fcntl.flock(fd, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else empty()
         yield data
-        if any(data.values()):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, path)
-        else:
-            path.unlink(missing_ok=True)
+        save_ledger(filename, data)
     finally:
         os.close(fd)
+
+
+def save_ledger(filename: str, data: dict[str, Any]) -> None:
+    """Write a ledger atomically; inside `ledger()` (which holds its lock) this records a change
+    before it is made to the machine, so a crash right after it leaves a record to undo it."""
+    path = paths.RUN_DIR / filename
+    if any(data.values()):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def lab_names() -> list[str]:
     if not paths.RUN_DIR.is_dir():
         return []
-    return sorted(p.name for p in paths.RUN_DIR.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # Only names `up` can give: a stray directory there is no lab (and may be no path component).
+    return sorted(p.name for p in paths.RUN_DIR.iterdir() if p.is_dir() and paths.is_lab_name(p.name))
 
 
 def remove(lab: str) -> None:

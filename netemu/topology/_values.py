@@ -50,7 +50,7 @@ def iface(text: str) -> str:
     """A Linux interface name (IFNAMSIZ is 16 including the NUL; dev_valid_name() rules)."""
     size = len(text.encode("utf-8", "surrogatepass"))  # IFNAMSIZ counts bytes, not characters
     if not 1 <= size <= 15:
-        raise ValueError(f"interface name '{text}' must be 1 to 15 bytes long (has {size})")
+        raise ValueError(f"interface name '{text}' must be 1 to 15 characters long (has {size} bytes)")
     if text in (".", "..") or any(c == "/" or c == ":" or c.isspace() for c in text):
         raise ValueError(f"invalid interface name '{text}': no '/', ':' or whitespace, not '.' or '..'")
     if text == "lo":
@@ -84,17 +84,22 @@ def sysctl_name(text: str) -> str:
 
 
 def ip_address(text: str) -> IPAddress:
+    _no_scope(text)
     try:
-        address = ipaddress.ip_address(text)
+        return ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"invalid IP address '{text}'") from None
-    if getattr(address, "scope_id", None) is not None:  # fe80::1%eth0: a scope means nothing in a file
-        raise ValueError(f"invalid IP address '{text}': no %scope")
-    return address
+
+
+def _no_scope(text: str) -> None:
+    """fe80::1%eth0: ipaddress accepts a scope, which names an interface of no host in particular."""
+    if "%" in text:
+        raise ValueError(f"invalid address '{text}': no %scope")
 
 
 def ip_network(text: str) -> IPNetwork:
     """A CIDR prefix whose host bits are zero; a host route may omit the length."""
+    _no_scope(text)
     try:
         return ipaddress.ip_network(text)
     except ValueError:
@@ -108,6 +113,7 @@ def ip_network(text: str) -> IPNetwork:
 
 def ip_interface(text: str, default_prefix: int | None = None) -> IPInterface:
     """An address with its prefix length; `default_prefix` fills a missing one."""
+    _no_scope(text)
     if "/" not in text:
         ip_address(text)
         if default_prefix is None:
@@ -117,8 +123,6 @@ def ip_interface(text: str, default_prefix: int | None = None) -> IPInterface:
         addr = ipaddress.ip_interface(text)
     except ValueError:
         raise ValueError(f"invalid address '{text}': expected ADDRESS/PREFIX") from None
-    if getattr(addr.ip, "scope_id", None) is not None:
-        raise ValueError(f"invalid address '{text}': no %scope")
     return host_address(addr)
 
 
@@ -193,6 +197,16 @@ def published_port(text: str) -> str:
     return f"{host}:{inner}/{match.group(3) or 'tcp'}"
 
 
+PATH_LEN_MAX = 1024  # a bind target is joined to the host's root directory below PATH_MAX (4096)
+
+
+def _printable_path(path: str, what: str) -> None:
+    if any(not c.isprintable() for c in path):
+        raise ValueError(f"{what} '{path}' holds a control character")
+    if len(path.encode("utf-8", "surrogatepass")) > PATH_LEN_MAX:
+        raise ValueError(f"{what} is too long ({len(path)} characters, at most {PATH_LEN_MAX} bytes)")
+
+
 def bind(text: str) -> tuple[str, str, bool]:
     """host_path:container_path[:ro|:rw] -> (source, target, readonly)."""
     parts = text.split(":")
@@ -200,6 +214,7 @@ def bind(text: str) -> tuple[str, str, bool]:
     if len(parts) != 2 or mode not in ("ro", "rw"):
         raise ValueError(f"invalid bind '{text}': expected HOST_PATH:CONTAINER_PATH[:ro|:rw]")
     for path in parts:
+        _printable_path(path, "bind path")
         if not path.startswith("/"):
             raise ValueError(f"bind path '{path}' must be absolute")
         if ".." in path.split("/"):
@@ -214,6 +229,9 @@ def image(text: str) -> str:
     A directory becomes an overlay lowerdir, where ',' ends the option and ':' splits layers."""
     if not text:
         raise ValueError("must not be empty")
+    _printable_path(text, "image")
+    if not text.startswith((".", "/", "~")) and any(c.isspace() for c in text):
+        raise ValueError(f"invalid image name '{text}': no whitespace")
     if text.startswith((".", "/", "~")) and any(c in text for c in ",:\\"):
         raise ValueError(f"image directory '{text}' cannot hold ',', ':' or '\\' (overlay option separators)")
     return text

@@ -5,6 +5,7 @@ Every problem raises `TopologyError(file, line, key_path, reason)`; the first pr
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
 from difflib import get_close_matches
 from pathlib import Path
@@ -41,6 +42,8 @@ CHECK_KEYS = ("from", "to", "expect", "proto", "port", "via", "seen_as", "within
 LAB_NAME_MAX = 12  # it prefixes every kernel object name, and interface names stop at 15
 NODE_NAME_MAX = 63
 NETWORK_NAME_MAX = 15  # a bridge is an interface
+ARG_STRING_MAX = 32 * 4096  # MAX_ARG_STRLEN, the terminating NUL included
+ARGS_TOTAL_MAX = 1 << 20  # well inside the kernel's argument space (a quarter of an 8 MiB stack)
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -99,8 +102,9 @@ def _nodes(item: Item, defaults_item: Item | None) -> dict[str, Node]:
         own = _present(entry.mapping(NODE_KEYS)) if _given(entry) else {}
         fields_of[name] = _merge(defaults, own)
         nodes[name] = _node(name, entry, fields_of[name])
+    settled: set[str] = set()
     for name, fields in fields_of.items():
-        _check_shared_namespace(nodes, name, fields.get("network", entries[name]))
+        _check_shared_namespace(nodes, name, fields.get("network", entries[name]), settled)
     _check_published_ports(nodes, fields_of)
     return nodes
 
@@ -136,6 +140,7 @@ def _node(name: str, entry: Item, fields: dict[str, Item]) -> Node:
         except ValueError:
             entry.fail(f"node name '{name}' is not a valid hostname; set 'hostname'", at_key=True)
     _check_host_network(node, fields)
+    _check_argument_sizes(node, fields)
     return node
 
 
@@ -145,6 +150,19 @@ def _check_name(entry: Item, name: str, what: str, max_len: int) -> None:
         values.name(name, what, max_len)
     except ValueError as exc:
         entry.fail(str(exc), at_key=True)
+
+
+def _check_argument_sizes(node: Node, fields: dict[str, Item]) -> None:
+    """Commands and the environment reach execve(2): one string of 128 KiB or more, or all of
+    them past the argument space, fail there with E2BIG."""
+    env = [f"{key}={value}" for key, value in node.env.items()]
+    for key, argvs in (("cmd", [node.cmd or []]), ("exec", node.exec), ("env", [env])):
+        for argv in argvs:
+            sizes = [len(arg.encode("utf-8", "surrogatepass")) + 1 for arg in argv]
+            if any(size > ARG_STRING_MAX for size in sizes):
+                fields[key].fail(f"a string of more than {ARG_STRING_MAX - 1} bytes cannot be passed to a program")
+            if sum(sizes) + sum(len(e) + 1 for e in env) > ARGS_TOTAL_MAX:
+                fields[key].fail(f"command and environment hold more than {ARGS_TOTAL_MAX >> 10} KiB")
 
 
 def _check_host_network(node: Node, fields: dict[str, Item]) -> None:
@@ -159,20 +177,25 @@ def _check_host_network(node: Node, fields: dict[str, Item]) -> None:
             fields["sysctls"].value[key].fail(f"sysctl '{key}' with network: host would change the machine")
 
 
-def _check_shared_namespace(nodes: dict[str, Node], name: str, where: Item) -> None:
-    """container:<node> must name another node, and following the chain must not loop."""
+def _check_shared_namespace(nodes: dict[str, Node], name: str, where: Item, settled: set[str]) -> None:
+    """container:<node> must name another node, and following the chain must not loop. `settled`
+    holds the nodes whose chains are already known to end well, so a chain of n nodes costs O(n)
+    in all rather than O(n^3)."""
     chain = [name]
+    seen = {name}
     current = nodes[name].network
-    while current.startswith("container:"):
+    while current.startswith("container:") and chain[-1] not in settled:
         target = current.removeprefix("container:")
         if target not in nodes:
             where.fail(f"network: container:{target} names an unknown node{_suggest(target, nodes)}")
         if target == name and len(chain) == 1:
             where.fail("network: container:<node> must name another node")
-        if target in chain:
+        if target in seen:
             where.fail(f"network: {nodes[name].network} makes a loop ({' -> '.join([*chain, target])})")
         chain.append(target)
+        seen.add(target)
         current = nodes[target].network
+    settled.update(chain)
 
 
 def _check_published_ports(nodes: dict[str, Node], fields_of: dict[str, dict[str, Item]]) -> None:
@@ -383,15 +406,42 @@ def _gateways(item: Item, subnets: list[IPNetwork]) -> list[IPInterface]:
 
 def _check_network_overlaps(item: Item, networks: dict[str, Network]) -> None:
     """Two bridges holding an address of overlapping subnets would make the machine's routing ambiguous."""
-    seen: list[tuple[str, IPNetwork]] = []
+    seen = _SubnetIndex()
     for name, net in networks.items():
         for subnet in net.subnets if net.gateways else []:
-            for other_name, other in seen:
-                # ipaddress does not guard against comparing an IPv4 network with an IPv6 one
-                if subnet.version == other.version and subnet.overlaps(other):  # type: ignore[arg-type]
-                    entry = item.value[name].value["subnet"]
-                    entry.fail(f"subnet {subnet} overlaps {other} of network '{other_name}'")
-            seen.append((name, subnet))
+            clash = seen.overlapping(subnet)
+            if clash is not None:
+                entry = item.value[name].value["subnet"]
+                entry.fail(f"subnet {subnet} overlaps {clash[1]} of network '{clash[0]}'")
+            seen.add(name, subnet)
+
+
+class _SubnetIndex:
+    """Subnets seen so far, found again in O(log n): CIDR blocks overlap only when one holds the
+    other, so a new block overlaps an earlier one that is among its supernets (a dict look-up per
+    prefix length) or that starts inside it (a bisection of the sorted start addresses)."""
+
+    def __init__(self) -> None:
+        self.by_net: dict[IPNetwork, str] = {}
+        self.starts: dict[int, list[tuple[int, int]]] = {4: [], 6: []}  # (first address, order)
+        self.order: list[tuple[str, IPNetwork]] = []
+
+    def overlapping(self, subnet: IPNetwork) -> tuple[str, IPNetwork] | None:
+        for prefix in range(subnet.prefixlen, -1, -1):
+            outer = subnet.supernet(new_prefix=prefix)
+            if outer in self.by_net:
+                return self.by_net[outer], outer
+        starts = self.starts[subnet.version]
+        first, last = int(subnet.network_address), int(subnet.broadcast_address)
+        index = bisect.bisect_left(starts, (first, -1))
+        if index < len(starts) and starts[index][0] <= last:
+            return self.order[starts[index][1]]
+        return None
+
+    def add(self, name: str, subnet: IPNetwork) -> None:
+        self.by_net.setdefault(subnet, name)
+        bisect.insort(self.starts[subnet.version], (int(subnet.network_address), len(self.order)))
+        self.order.append((name, subnet))
 
 
 # --- checks -----------------------------------------------------------------------------------

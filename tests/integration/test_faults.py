@@ -5,15 +5,18 @@ not own"). A few seeded trials here; bench/faults.py runs the full count."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import signal
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import kernel_snapshot
 from tests.conftest import unique_name
-from tests.faultlab import FaultRunner
+from tests.faultlab import FaultRunner, cli, fault_topology, tokens, write_topology
 
 SEED = int(os.environ.get("NETEMU_FAULT_SEED", "8"))
 # (phase killed, recovery): `clean` removes every dead lab of the machine, so on a machine
@@ -41,3 +44,65 @@ def test_sigkill_at_a_random_instant_leaves_nothing_after_recovery(runner: Fault
     trial = runner.trial(phase, recovery)
     assert not trial.errors, f"{trial.describe()}: {trial.errors}"
     assert not trial.leaks, f"{trial.describe()}: left on the machine: {trial.leaks}"
+
+
+# --- a host's PID 1 killed from outside ---------------------------------------------------------
+
+def _inspect_json(name: str) -> dict:
+    result = cli("inspect", name, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _ps_status(name: str) -> str:
+    result = cli("ps", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return next(lab["status"] for lab in json.loads(result.stdout) if lab["name"] == name)
+
+
+@pytest.mark.parametrize("victims", [["h2"], ["h1", "h2", "h3"]], ids=["one-host", "every-host"])
+def test_pid1_killed_from_outside_shows_dead_and_down_still_cleans(tmp_path, victims):
+    topo = fault_topology(unique_name("p"), hosts=3)
+    path = write_topology(tmp_path, topo)
+    before = kernel_snapshot.snapshot()
+    try:
+        assert cli("up", "-q", str(path)).returncode == 0
+        pids = {node: _inspect_json(topo["name"])["nodes"][node]["pid"] for node in victims}
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pids.values())
+        info = _inspect_json(topo["name"])
+        assert all(info["nodes"][n]["alive"] is (n not in victims) for n in info["nodes"]), info["nodes"]
+        table = cli("inspect", topo["name"])
+        assert table.returncode == 0 and "dead" in table.stdout, table.stdout + table.stderr
+        assert _ps_status(topo["name"]) == ("dead" if len(victims) == 3 else "degraded")
+        result = cli("down", topo["name"])
+        assert result.returncode == 0, result.stderr
+    finally:
+        cli("down", "-q", topo["name"])
+    assert kernel_snapshot.diff_mine(before, kernel_snapshot.snapshot(), tokens(topo)) == {}
+
+
+def test_clean_removes_a_lab_whose_hosts_all_died(tmp_path):
+    if kernel_snapshot.shared_machine():
+        pytest.skip("clean removes every dead lab of the machine: not on a machine shared with other labs")
+    topo = fault_topology(unique_name("p"), hosts=3)
+    before = kernel_snapshot.snapshot()
+    try:
+        assert cli("up", "-q", str(write_topology(tmp_path, topo))).returncode == 0
+        pids = [node["pid"] for node in _inspect_json(topo["name"])["nodes"].values()]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pids)
+        result = cli("clean")
+        assert result.returncode == 0 and topo["name"] in result.stdout, result.stdout + result.stderr
+    finally:
+        cli("down", "-q", topo["name"])
+    assert kernel_snapshot.diff_mine(before, kernel_snapshot.snapshot(), tokens(topo)) == {}
+
+
+def _wait_gone(pids: Iterable[int]) -> None:
+    """Until the killed PIDs are reaped (their zombies gone); a hang guard, not a timing."""
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)

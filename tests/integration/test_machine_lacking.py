@@ -121,7 +121,9 @@ def test_no_c_compiler_to_build_init_exits_3_naming_it(tmp_path):
     assert not lib.exists() or not any(lib.rglob("*")), "nothing is written when the build cannot start"
 
 
-@pytest.mark.parametrize("args", [["down", "somelab"], ["down", "--all"], ["clean"]])
+# `down --all` is left out: with no lab on the machine it has nothing to do and exits 0 before
+# it checks for root.
+@pytest.mark.parametrize("args", [["down", "somelab"], ["clean"]])
 def test_not_root_exits_3_naming_it_for_every_command_that_changes_the_machine(tmp_path, args):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to drop root")
