@@ -158,7 +158,8 @@ def is_lab_link(name: str, lab: str) -> bool:
 
 
 def random_pairs(topo: Topology, count: int, rng: random.Random) -> list[tuple[str, str]]:
-    nodes = [n for n in topo.nodes if any(ep.node == n for link in topo.links for ep, _ in link.host_endpoints())]
+    linked = {ep.node for link in topo.links for ep, _ in link.host_endpoints()}
+    nodes = [n for n in topo.nodes if n in linked]
     return [tuple(rng.sample(nodes, 2)) for _ in range(count)]  # type: ignore[misc]
 
 

@@ -47,7 +47,11 @@ class Layout:
     @property
     def used(self) -> tuple[Hierarchy, ...]:
         """The hierarchies netemu's groups live in (all of them if none qualifies)."""
-        chosen = tuple(h for h in self.hierarchies if h.version == 2 or h.controllers & V1_CONTROLLERS)
+        has_v2 = any(h.version == 2 for h in self.hierarchies)
+        # Without a v2 tree the machine's manager tracks processes in name=systemd: hosts must
+        # leave the unit of whoever ran `up`, or stopping that unit would kill them.
+        chosen = tuple(h for h in self.hierarchies if h.version == 2 or h.controllers & V1_CONTROLLERS
+                       or (not has_v2 and "name=systemd" in h.controllers))
         return chosen or self.hierarchies
 
     @property

@@ -34,6 +34,7 @@ def unmount(target: Path) -> bool:
     """Detach every mount stacked on `target`; True when there was one. Hosts still holding
     files there keep them until they die (a lazy unmount, as `umount -l`)."""
     found = False
+    target = Path(os.path.realpath(target))
     while is_mountpoint(target):
         result = _libc.umount2(os.fsencode(target), MNT_DETACH)
         if result != 0 and ctypes.get_errno() == errno.EINVAL:
@@ -56,7 +57,9 @@ def mountpoints(under: Path) -> list[Path]:
 
 
 def is_mountpoint(path: Path) -> bool:
-    return Path(str(path).rstrip("/")) in mountpoints(path)
+    # mountinfo shows resolved paths: a symlink on the way (a linked /var/lib) must not hide it.
+    real = Path(os.path.realpath(path))
+    return real in mountpoints(real)
 
 
 def _unescape(field: str) -> str:

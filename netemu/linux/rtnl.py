@@ -29,6 +29,7 @@ NLM_F_DUMP = 0x300
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_ACK_TLVS = 0x200  # in an error message: extended-ack attributes follow
+NLM_F_DUMP_INTR = 0x10  # a dump the kernel says was disturbed by a change: do it again
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
@@ -60,6 +61,8 @@ _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg
 _ATTR = struct.Struct("=HH")  # rtattr
 RECV_BUFFER = 1 << 20
 SOCKET_BUFFER = 8 << 20
+ANSWER_TIMEOUT = 60.0
+DUMP_ATTEMPTS = 10
 SEND_CHUNK = 64 << 10  # bytes per sendmsg(2): well inside the socket's send buffer
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -137,6 +140,7 @@ class Socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
             sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # errors without the request echoed
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)  # and with the kernel's reason
+            sock.settimeout(ANSWER_TIMEOUT)  # a request whose answer never comes must not hang `up`
         except OSError:
             sock.close()
             raise
@@ -156,24 +160,42 @@ class Socket:
         return self.seq
 
     def links(self) -> list[Link]:
-        """Every link of the namespace, in one dump."""
+        """Every link of the namespace, in one dump (again, if a concurrent change interrupted it:
+        the kernel then flags it, and it may have skipped links)."""
+        for _ in range(DUMP_ATTEMPTS):
+            found, interrupted = self._dump_links()
+            if not interrupted:
+                return found
+        raise RtnlError(errno.EINTR, "list links: the dump kept being interrupted by changes")
+
+    def _dump_links(self) -> tuple[list[Link], bool]:
         seq = self.next_seq()
         body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         self.sock.send(_HEADER.pack(_HEADER.size + len(body), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
                        + body)
         found: list[Link] = []
+        interrupted = False
         while True:
-            data = self.sock.recv(RECV_BUFFER)
-            for kind, _flags, msg_seq, payload in _messages(data):
+            data = self.recv()
+            for kind, flags, msg_seq, payload in _messages(data):
                 if msg_seq != seq:
                     continue
-                if kind == NLMSG_DONE:
-                    return found
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    raise RtnlError(code, f"list links: {os.strerror(code)}")
+                interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                if kind in (NLMSG_DONE, NLMSG_ERROR):
+                    code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
+                    if code:
+                        raise RtnlError(code, f"list links: {os.strerror(code)}")
+                    return found, interrupted
                 if kind == RTM_NEWLINK:
                     found.append(_parse_link(payload))
+
+    def recv(self) -> bytes:
+        try:
+            return self.sock.recv(RECV_BUFFER)
+        except TimeoutError:
+            raise RtnlError(errno.ETIMEDOUT, f"the kernel did not answer within {ANSWER_TIMEOUT:.0f} s") from None
+        except OSError as e:  # ENOBUFS: answers were dropped; the requests' fate is unknown
+            raise RtnlError(e.errno, f"netlink: {e.strerror}") from None
 
     def index_by_name(self) -> dict[str, int]:
         return {link.name: link.index for link in self.links()}
@@ -332,7 +354,7 @@ class Batch:
     def _read_acks(self, expected: int) -> RtnlError | None:
         first: RtnlError | None = None
         while expected:
-            for kind, flags, seq, payload in _messages(self.sock.sock.recv(RECV_BUFFER)):
+            for kind, flags, seq, payload in _messages(self.sock.recv()):
                 if kind != NLMSG_ERROR or seq not in self.described:
                     continue
                 expected -= 1

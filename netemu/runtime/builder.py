@@ -4,7 +4,6 @@ routes, impairments, firewall, programs. The same builder restarts a subset of n
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import os
@@ -111,20 +110,21 @@ class Builder:
         try:
             for node, group, layers, net, netns_pid in prepared:
                 launches.append((nodes.Launch(self.init, self.topo, node, group, layers, net), netns_pid))
+            errors: list[NetemuError] = []
+            for launch, netns_pid in launches:
+                try:  # collect every outcome, so no launch is left unread
+                    pid = launch.result()
+                except NetemuError as e:
+                    errors.append(e)
+                    continue
+                self._record_launch(launch, pid, netns_pid)
+                self.say(Step("hosts", len(self.running), len(self.topo.nodes)))
         except BaseException:
-            for launch, netns_pid in launches:  # wait until each started host is whole, or has failed
-                with contextlib.suppress(NetemuError):
-                    self._record_launch(launch, launch.result(), netns_pid)
+            # Interrupted (Ctrl-C) or failed while hosts start: none may be left starting while
+            # the rollback runs, since one still joining its cgroups could escape it.
+            for launch, _ in launches:
+                launch.abandon()
             raise
-        errors: list[NetemuError] = []
-        for launch, netns_pid in launches:
-            try:  # collect every outcome, so no launch is left unread
-                pid = launch.result()
-            except NetemuError as e:
-                errors.append(e)
-                continue
-            self._record_launch(launch, pid, netns_pid)
-            self.say(Step("hosts", len(self.running), len(self.topo.nodes)))
         if errors:
             raise errors[0]
 
@@ -178,7 +178,7 @@ class Builder:
                 with rtnl.Batch(sock) as batch:
                     for net in bridges:
                         batch.add_bridge(names[net.name], net.mtu)
-                        batch.set_alias(names[net.name], paths.alias(self.topo.name, f"network:{net.name}"))
+                _tag(sock, [(names[net.name], paths.alias(self.topo.name, f"network:{net.name}")) for net in bridges])
                 index = sock.index_by_name()
                 with rtnl.Batch(sock) as batch:
                     for net in bridges:
@@ -211,16 +211,18 @@ class Builder:
         machine = rtnl.Socket()
         try:
             bridges = machine.index_by_name()
+            tags: list[tuple[str, str]] = []
             with rtnl.Batch(machine) as batch:
                 for number, link in enumerate(self.topo.links):
                     ends = [ep.node for ep, _ in link.host_endpoints()]
                     if self.only is not None and not (set(ends) & self.only
                                                       and all(e in self.running for e in ends)):
                         continue
-                    entry = self._create_link(batch, bridges, number, link)
+                    entry = self._create_link(batch, tags, bridges, number, link)
                     if self.only is None:
                         self.record["links"].append(entry)
                     wired.append(number)
+            _tag(machine, tags)
             self.say(Step("links", len(wired), len(self.topo.links)))
         except rtnl.RtnlError as e:
             raise LabError(f"links: {e.strerror}") from None
@@ -229,7 +231,8 @@ class Builder:
         self.say(f"{len(wired)} links created")
         return wired
 
-    def _create_link(self, batch: rtnl.Batch, bridges: dict[str, int], number: int, link: Link) -> dict[str, Any]:
+    def _create_link(self, batch: rtnl.Batch, tags: list[tuple[str, str]], bridges: dict[str, int], number: int,
+                     link: Link) -> dict[str, Any]:
         a, b = link.endpoints
         entry: dict[str, Any] = {
             "endpoints": [str(a), str(b)],
@@ -248,7 +251,7 @@ class Builder:
             bridge = paths.bridge_name(self.topo.name, net_ep.network)
             batch.add_veth(outer, host_ep.iface, peer_ns_pid=self._netns_pid(host_ep.node),
                            master=bridges[bridge], mtu=link.mtu)
-            batch.set_alias(outer, paths.alias(self.topo.name, f"link:{number}:{host_ep}"))
+            tags.append((outer, paths.alias(self.topo.name, f"link:{number}:{host_ep}")))
             entry["machine_side"] = outer
         else:
             batch.add_veth(a.iface, b.iface, ns_pid=self._netns_pid(a.node), peer_ns_pid=self._netns_pid(b.node),
@@ -336,3 +339,11 @@ class Builder:
                                    f"{result.returncode}: {output[-2000:]}")
 
 
+def _tag(sock: rtnl.Socket, tags: list[tuple[str, str]]) -> None:
+    """Set the netemu alias on links, once their creation has been acknowledged: in the same
+    batch, a create refused because the name exists would be followed by a tag that relabels
+    the link that was there (and the rollback would then delete it). A crash between the two
+    batches leaves untagged links that the state's planned_links names."""
+    with rtnl.Batch(sock) as batch:
+        for name, alias in tags:
+            batch.set_alias(name, alias)

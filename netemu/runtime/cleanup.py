@@ -67,7 +67,7 @@ def _kill_processes(lab: str, removed: Removed) -> None:
     removed.processes = len(pids)
     if pids:
         procs.kill_and_wait(sorted(pids))
-        group.kill_all()
+    group.kill_all()  # and any process the tracking hierarchy did not show (killed while joining)
 
 
 def _remove_links(lab: str, removed: Removed) -> None:

@@ -5,8 +5,10 @@ of `up` is not the sum of every host's start-up."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -182,7 +184,7 @@ class Launch:
         try:
             report = _read_all(self.status_fd, START_TIMEOUT).decode(errors="replace").strip()
         finally:
-            os.close(self.status_fd)
+            self._close()
         self.proc.wait()
         if report.startswith("ok "):
             return int(report.split()[1])
@@ -190,6 +192,22 @@ class Launch:
         if "mount" in reason and "overlay" in reason and "No such device" in reason:
             raise MachineError("the kernel has no overlay filesystem (module overlay)")
         raise LabError(f"node {self.node.name} did not start: {reason}")
+
+
+    def _close(self) -> None:
+        if self.status_fd >= 0:
+            os.close(self.status_fd)
+            self.status_fd = -1
+
+    def abandon(self) -> None:
+        """Kill a launch whose report was not read: netemu-init and the host's PID 1 it forked
+        share its process group (it started a session)."""
+        if self.status_fd < 0:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._close()
 
 
 def _read_all(fd: int, timeout: float) -> bytes:

@@ -84,7 +84,8 @@ def _short_hash(*parts: str) -> str:
 
 
 def bridge_name(lab: str, network: str) -> str:
-    readable = f"ne-{lab}-{network}"
+    # "." is in neither kind of name: lab "a" with network "b-c" and lab "a-b" with "c" differ.
+    readable = f"ne-{lab}.{network}"
     return readable if len(readable) <= IFNAME_MAX else "ne-" + _short_hash(lab, network)[:12]
 
 
