@@ -227,3 +227,18 @@ def test_labs_coming_up_together_never_share_a_range(make_lab):
         record = json.loads(Path(f"/run/netemu/{path.stem}/state.json").read_text())
         bases += [int(info["extra"]["userns"].split(":")[0]) for info in record["nodes"].values()]
     assert len(set(bases)) == 6
+
+
+def test_exec_into_a_userns_host_sharing_another_hosts_network(make_lab):
+    # Its network namespace belongs to the machine's user namespace, not to its own: exec must
+    # join it while still the machine's root, and only then become the host's root.
+    lab = make_lab({
+        "nodes": {"a": {}, "b": {"userns": True, "network": "container:a"}, "c": {}},
+        "links": [{"endpoints": ["a:eth0", "c:eth0"], "addresses": ["10.74.0.1/30", "10.74.0.2/30"]}],
+    })
+    result = lab.exec("b", ["sh", "-c", "id -u; cat /proc/self/uid_map; ip -o -4 addr show eth0"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "0"
+    assert lines[1].split() == ["0", str(_base(lab, "b")), "65536"]
+    assert "10.74.0.1/30" in lines[2]

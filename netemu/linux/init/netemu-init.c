@@ -827,18 +827,29 @@ static int cmd_exec(int argc, char **argv)
         DIE("open %s: %s", path, strerror(errno));
 
     join_cgroups(&cgroups);
-    /* The user namespace first (a userns host's): its root may then join the others it owns. */
+    /* Which namespaces we share already, read before any setns: in the host's mount namespace
+     * /proc/self is no longer ours. Joining one's own user namespace is refused: skip those. */
+    int same[7], refused[7] = {0};
     for (i = 0; i < 7; i++) {
         struct stat mine, theirs;
         snprintf(path, sizeof path, "/proc/self/ns/%s", ns_names[i]);
-        /* Joining the namespace we are already in is refused for user namespaces; skip it. */
-        if (stat(path, &mine) == 0 && fstat(fds[i], &theirs) == 0 && mine.st_ino == theirs.st_ino)
-            continue;
-        if (setns(fds[i], 0) < 0)
-            DIE("setns %s of %d: %s", ns_names[i], target, strerror(errno));
-        if (i == 0)
-            joined_user = 1;
+        same[i] = stat(path, &mine) == 0 && fstat(fds[i], &theirs) == 0 && mine.st_ino == theirs.st_ino;
     }
+    /* As nsenter does: every namespace but the user one while still the machine's root (a
+     * userns host on network: container:X sits in a network namespace its own user namespace
+     * does not own), then the user namespace, then what the machine's root was refused. */
+    for (i = 1; i < 7; i++)
+        if (!same[i] && setns(fds[i], 0) < 0)
+            refused[i] = errno;
+    if (!same[0]) {
+        if (setns(fds[0], 0) < 0)
+            DIE("setns user of %d: %s", target, strerror(errno));
+        joined_user = 1;
+    }
+    for (i = 1; i < 7; i++)
+        if (refused[i] && setns(fds[i], 0) < 0)
+            DIE("setns %s of %d: %s (first attempt: %s)", ns_names[i], target, strerror(errno),
+                strerror(refused[i]));
     if (joined_user)
         become_root(); /* the host's root, not the machine's uid 0 that it cannot map */
     if (fchdir(rootfd) < 0 || chroot(".") < 0)
