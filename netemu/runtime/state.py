@@ -128,6 +128,8 @@ def ledger(filename: str, empty: Callable[[], dict[str, Any]]) -> Iterator[dict[
     fd = _open_dir(paths.RUN_DIR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        # A temporary file seen while holding the lock is what a writer killed mid-write left.
+        path.with_suffix(".tmp").unlink(missing_ok=True)
         data = json.loads(path.read_text()) if path.exists() else empty()
         yield data
         save_ledger(filename, data)
