@@ -17,6 +17,15 @@ if TYPE_CHECKING:
 
 ALIAS_PREFIX = "netemu:"
 IFA_F_NODAD = 0x02
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+
+def _state(flags: int) -> str:
+    """"up" when the link is up and has carrier, else "down". From the flags, which change at
+    once, not the operational state, which the kernel settles up to a second later: a link shown
+    just after `up` must not read "down"."""
+    return "up" if flags & IFF_UP and flags & IFF_LOWER_UP else "down"
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ class LinkInfo:
     state: str
     mtu: int
     master: int | None
+    admin_up: bool = False  # set up, carrier or not (`ip link set ... up`)
 
 
 class Netlink:
@@ -137,9 +147,10 @@ class Netlink:
                 name=msg.get("IFLA_IFNAME"),
                 alias=msg.get("IFLA_IFALIAS") or "",
                 kind=(info.get("IFLA_INFO_KIND") if info else "") or "",
-                state=(msg.get("IFLA_OPERSTATE") or "").lower(),
+                state=_state(msg["flags"]),
                 mtu=msg.get("IFLA_MTU") or 0,
                 master=msg.get("IFLA_MASTER"),
+                admin_up=bool(msg["flags"] & IFF_UP),
             ))
         return result
 

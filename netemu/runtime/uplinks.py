@@ -24,7 +24,7 @@ def describe(nl: Netlink, iface: str, network: str) -> dict[str, Any]:
     if any(route["dst"] == "default" and route["dev"] == iface for route in nl.routes()):
         raise InputError(f"networks.{network}.uplink: {iface} carries the machine's default route; "
                          "netemu will not take it")
-    return {"iface": iface, "addresses": nl.addresses().get(iface, []), "up": link.state != "down",
+    return {"iface": iface, "addresses": nl.addresses().get(iface, []), "up": link.admin_up,
             "mtu": link.mtu}
 
 
