@@ -45,6 +45,7 @@ from netemu.topology.model import Topology
 
 FLOOR = "nbs-"  # floor object names: namespaces nbs-N, bridges nbs-bN, veths nbs-vN
 SYS_NET = Path("/sys/class/net")
+PROBE_ROUND = 250  # probes in flight at once
 
 
 @dataclass(frozen=True)
@@ -164,17 +165,29 @@ def random_pairs(topo: Topology, count: int, rng: random.Random) -> list[tuple[s
 
 
 def sample_reachability(record: dict[str, Any], topo: Topology, pairs: Any) -> dict[str, Any]:
-    """ICMP from each source to its target's first address (or node:iface), all in flight at once."""
+    """ICMP from each source to its target's first address (or node:iface), in rounds."""
     requests = [ProbeRequest(src=src, dst=dst, timeout=3.0) for src, dst in pairs]
     start = time.perf_counter()
     with open_engine(record) as engine:
-        results = engine.run(requests)
-    failed = [f"{r.src}->{r.dst}: {r.outcome} ({r.reason})" for r in results if not r.reachable]
-    return {"pairs": len(results), "reachable": len(results) - len(failed), "failed": failed[:5],
-            "probe_s": time.perf_counter() - start}
+        results = _in_rounds(engine, requests)
+        failed = [r for r in results if not r.reachable]
+        # A pair that failed is probed once more, and both counts are reported: the first
+        # pass right after `up` competes with every host's first ARP and IPv6 chatter.
+        again = _in_rounds(engine, [ProbeRequest(src=r.src, dst=r.dst, timeout=3.0) for r in failed])
+    still = [f"{r.src}->{r.dst}: {r.outcome} ({r.reason})" for r in again if not r.reachable]
+    return {"pairs": len(results), "first_pass": len(results) - len(failed), "reachable": len(results) - len(still),
+            "failed": still[:5], "probe_s": time.perf_counter() - start}
 
 
-# memory ----------------------------------------------------------------------------------------
+def _in_rounds(engine: Any, requests: list[ProbeRequest]) -> list[Any]:
+    # A thousand hosts sending their first ARP broadcast at once on one bridge (each copied to
+    # every port) overflow the kernel's backlog queue: 250 probes in flight at a time.
+    results = []
+    for first in range(0, len(requests), PROBE_ROUND):
+        results += engine.run(requests[first:first + PROBE_ROUND])
+    return results
+
+
 def meminfo() -> dict[str, int]:
     values = {}
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -217,7 +230,7 @@ def memory_run(scenario: Scenario) -> dict[str, Any]:
 def bench(scenario: Scenario, runs: int, pairs: int, rng: random.Random) -> dict[str, Any]:
     topo = load_topology_text(scenario.yaml, f"{scenario.lab}.yaml")
     samples: dict[str, list[float]] = {}
-    reach = {"pairs": 0, "reachable": 0, "failed": []}
+    reach = {"pairs": 0, "first_pass": 0, "reachable": 0, "failed": []}
     left: list[str] = []
     for run in range(1, runs + 1):
         log(f"{scenario.name}: run {run}/{runs}: floor")
@@ -229,6 +242,7 @@ def bench(scenario: Scenario, runs: int, pairs: int, rng: random.Random) -> dict
             samples.setdefault(f"netemu_{key}", []).append(result[key])
         reach["pairs"] += result["pairs"]
         reach["reachable"] += result["reachable"]
+        reach["first_pass"] += result["first_pass"]
         reach["failed"] += result["failed"]
         left += result["left"]
     med = {key: median(values) for key, values in samples.items()}
@@ -245,7 +259,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             "pairs ok"]
     body = [[r["scenario"], str(r["hosts"]), f"{r['floor_up_s']:.2f}s", f"{r['netemu_up_s']:.2f}s",
              f"x{r['ratio_up']:.1f}", f"{r['floor_down_s']:.2f}s", f"{r['netemu_down_s']:.2f}s",
-             f"x{r['ratio_down']:.1f}", f"{r['reach']['reachable']}/{r['reach']['pairs']}"] for r in rows]
+             f"x{r['ratio_down']:.1f}",
+             f"{r['reach']['reachable']}/{r['reach']['pairs']} ({r['reach']['first_pass']} at first)"] for r in rows]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
