@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from labgen import bridge_lab_yaml, chain_lab_yaml, tree_lab_yaml
-from updown import BenchError, _sigterm, log, median, netns_named, ratio, run_ip, shielded, wait_gone
+from updown import BenchError, _sigterm, exit_codes, log, median, netns_named, ratio, run_ip, shielded, wait_gone
 
 from netemu.linux.cgroups import Cgroup
 from netemu.probe import ProbeRequest, open_engine
@@ -293,16 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     known = scenarios(args.hosts, args.routers)
     chosen = [known[s] for s in args.scenarios.split(",") if s]
-    try:
+    with exit_codes():
         floor_cleanup()
         rows = [bench(s, args.runs, args.pairs, rng) for s in chosen]
         memory = memory_run(known["bridge"]) if args.memory else None
-    except KeyboardInterrupt:
-        log("interrupted: everything created was removed")
-        return 130
-    except BenchError as e:
-        log(f"bench: {e}")
-        return 1
     if args.json:
         print(json.dumps({"results": rows, "memory": memory}, indent=2))
     else:

@@ -81,6 +81,20 @@ def shielded() -> Iterator[None]:
             raise KeyboardInterrupt(f"signal {pending[0]} during cleanup")
 
 
+@contextlib.contextmanager
+def exit_codes() -> Iterator[None]:
+    """Ctrl-C and a failed step end the script with 130 and 1 (everything made was removed by
+    the `finally` blocks on the way out)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        log("interrupted: everything created was removed")
+        raise SystemExit(130) from None
+    except BenchError as e:
+        log(f"bench: {e}")
+        raise SystemExit(1) from None
+
+
 # helpers ---------------------------------------------------------------------------------------
 def gateway(subnet: ipaddress.IPv4Network) -> str:
     return f"{subnet.network_address + 1}/{subnet.prefixlen}"
@@ -435,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
 
     signal.signal(signal.SIGTERM, _sigterm)
-    try:
+    with exit_codes():
         LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
         with open(LOCK_FILE, "w") as lock:
             try:
@@ -445,12 +459,6 @@ def main(argv: list[str] | None = None) -> int:
             preflight(args.sizes, args.cli)
             with tempfile.TemporaryDirectory(prefix="netemu-bench-") as workdir:
                 rows = [bench_size(n, args.runs, args.cli, Path(workdir)) for n in args.sizes]
-    except KeyboardInterrupt:
-        log("interrupted: everything created was removed")
-        return 130
-    except BenchError as e:
-        log(f"bench: {e}")
-        return 1
 
     if args.json:
         meta = {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count(),
