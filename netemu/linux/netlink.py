@@ -1,4 +1,6 @@
-"""Network links, addresses and routes through netlink (pyroute2), one socket per namespace.
+"""Network links, addresses and routes through netlink (pyroute2), one socket per namespace:
+what a running lab changes (links up and down, uplinks, macvlans) and what `inspect` reads.
+Building and removing a lab goes through the batched netemu.linux.rtnl instead.
 
 Every object netemu creates in the machine's namespace carries an interface alias starting
 with ALIAS_PREFIX: that tag, not the name alone, is what `clean` trusts."""
@@ -70,31 +72,6 @@ class Netlink:
             raise LookupError(f"no interface {name}")
         return int(found[0])
 
-    def add_veth(self, name: str, peer: str, *, ns_pid: int | None = None, peer_ns_pid: int | None = None,
-                 alias: str | None = None, mtu: int | None = None) -> None:
-        """One veth pair; each end may be created straight inside a host's namespace, so no
-        temporary name ever exists in the machine's namespace."""
-        spec: dict[str, object] = {"ifname": name, "kind": "veth"}
-        peer_spec: dict[str, object] = {"ifname": peer}
-        fds: list[int] = []
-        try:
-            if ns_pid is not None:
-                fds.append(os.open(f"/proc/{ns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
-                spec["net_ns_fd"] = fds[-1]
-            if peer_ns_pid is not None:
-                fds.append(os.open(f"/proc/{peer_ns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC))
-                peer_spec["net_ns_fd"] = fds[-1]
-            if mtu:
-                spec["mtu"] = mtu
-                peer_spec["mtu"] = mtu
-            spec["peer"] = peer_spec
-            self.ipr.link("add", **spec)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        if alias and ns_pid is None:
-            self.tag(name, alias)
-
     def add_macvlan(self, name: str, parent: str, ns_pid: int, mtu: int | None = None) -> None:
         """A macvlan (bridge mode) on `parent`, created straight inside the namespace of ns_pid."""
         fd = os.open(f"/proc/{ns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -107,19 +84,6 @@ class Netlink:
         finally:
             os.close(fd)
 
-    def add_bridge(self, name: str, alias: str, mtu: int | None = None) -> int:
-        spec: dict[str, object] = {"ifname": name, "kind": "bridge"}
-        if mtu:
-            spec["mtu"] = mtu
-        self.ipr.link("add", **spec)
-        self.tag(name, alias)
-        return self.index(name)
-
-    def tag(self, name: str, alias: str) -> None:
-        # The kernel ignores IFLA_IFALIAS when creating a link: it must be set afterwards. A crash
-        # between the two leaves an untagged link, so names (ne-, nv) are checked by clean too.
-        self.set_link(name, ifalias=alias)
-
     def set_link(self, name: str, **attrs: object) -> None:
         self.ipr.link("set", index=self.index(name), **attrs)
 
@@ -128,15 +92,6 @@ class Netlink:
 
     def enslave(self, name: str, bridge: str) -> None:
         self.set_link(name, master=self.index(bridge))
-
-    def delete(self, index: int) -> None:
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        try:
-            self.ipr.link("del", index=index)
-        except NetlinkError as e:
-            if e.code != 19:  # ENODEV: already gone (its peer's deletion took it along)
-                raise
 
     def links(self) -> list[LinkInfo]:
         result = []

@@ -58,3 +58,9 @@ def kill_and_wait(pids: list[int], timeout: float = 10.0) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a whole process group; one already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)

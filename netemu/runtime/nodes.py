@@ -5,10 +5,8 @@ of `up` is not the sum of every host's start-up."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -204,8 +202,7 @@ class Launch:
         share its process group (it started a session)."""
         if self.status_fd < 0:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        procs.kill_group(self.proc.pid)
         self.proc.wait()
         self._close()
 
