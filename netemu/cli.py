@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from click.shell_completion import CompletionItem
@@ -52,7 +52,7 @@ def _complete_labs(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
     try:
         return [CompletionItem(name) for name in state.lab_names() if name.startswith(incomplete)]
-    except OSError:
+    except OSError:  # not root: the state is root's alone
         return []
 
 
@@ -475,14 +475,18 @@ def image() -> None:
 @image.command(name="import")
 @click.argument("file", type=click.Path())
 @click.option("--name", help="Name of the image (default: its tag in the archive, else the file's name).")
+@click.option("--max-size", metavar="SIZE",
+              help="Refuse an image that unpacks to more than SIZE (bytes, or 512M, 4G; default: "
+                   "$NETEMU_MAX_IMAGE_BYTES, else 4G). Every file also counts 4K.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def image_import(file: str, name: str | None, quiet: bool) -> None:
+def image_import(file: str, name: str | None, max_size: str | None, quiet: bool) -> None:
     """Import FILE: a docker save archive, or an OCI image layout (tar or directory)."""
     from netemu.linux import images
     from netemu.runtime.lab import require_root
 
     require_root()
-    for info in images.import_archive(file, name, progress=_progress(quiet)):
+    max_bytes = None if max_size is None else _parse(images.parse_size, max_size, "--max-size")
+    for info in images.import_archive(file, name, progress=_progress(quiet), max_bytes=max_bytes):
         click.echo(f"imported {info.name} ({info.short_id}, {len(info.layers)} layers, {_size(info.size)})")
 
 
@@ -636,15 +640,26 @@ def main() -> None:
     except NetemuError as e:
         click.echo(f"netemu: {e}", err=True)
         sys.exit(e.exit_code)
+    except PermissionError as e:
+        if os.geteuid() == 0:
+            _internal_error(e)
+        # netemu's state and store are root's alone (0700): reading them takes root too.
+        click.echo(f"netemu: {e.filename or 'that'}: permission denied: netemu needs root (run it with sudo)",
+                   err=True)
+        sys.exit(MachineError.exit_code)
     except KeyboardInterrupt:
         click.echo("netemu: interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # a bug: one line, the traceback only when asked for
-        if os.environ.get("NETEMU_DEBUG"):
-            traceback.print_exc()
-        click.echo(f"netemu: internal error: {type(e).__name__}: {e} (NETEMU_DEBUG=1 shows the traceback)",
-                   err=True)
-        sys.exit(4)
+    except Exception as e:
+        _internal_error(e)
+
+
+def _internal_error(e: Exception) -> NoReturn:
+    """A bug: one line, the traceback only when asked for."""
+    if os.environ.get("NETEMU_DEBUG"):
+        traceback.print_exc()
+    click.echo(f"netemu: internal error: {type(e).__name__}: {e} (NETEMU_DEBUG=1 shows the traceback)", err=True)
+    sys.exit(4)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ V2_CONTROLLERS = ("cpu", "memory", "pids")
 # runc joins every hierarchy, but each is a mkdir under the kernel's global cgroup lock per host
 # and per lab, and netemu sets nothing in the others (devices, freezer, blkio, ...). A v2 tree,
 # pure or hybrid, is always used: it tracks every process and has cgroup.kill.
-V1_CONTROLLERS = frozenset({"cpu", "cpuacct", "memory", "pids"})
+# `devices` holds the host's device allow-list (on a hybrid machine, beside the v2 tree's program).
+V1_CONTROLLERS = frozenset({"cpu", "cpuacct", "memory", "pids", "devices"})
+GROUP_MODE = 0o755  # a group's directory; mkdir's mode, which the umask can only narrow
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,16 @@ class Cgroup:
             parent, current = current, current / part
             if h.version == 2:
                 _enable_v2_controllers(h, parent)
+            # 0755 as the machine's own groups, whatever the umask: under umask 000 a local user
+            # could make groups of their own inside a lab's.
             try:
-                current.mkdir()
+                current.mkdir(GROUP_MODE)
             except FileExistsError:
                 continue
             except FileNotFoundError:
                 # A concurrent `down` removed an empty parent between our steps: retry once.
-                parent.mkdir(exist_ok=True)
-                current.mkdir(exist_ok=True)
+                parent.mkdir(GROUP_MODE, exist_ok=True)
+                current.mkdir(GROUP_MODE, exist_ok=True)
             if "cpuset" in h.controllers:
                 _inherit_cpuset(parent, current)
 

@@ -13,6 +13,15 @@ it), is unpacked into a temporary directory next to its final place and renamed 
 reader never sees half a layer and two imports of the same layer do not collide. OCI whiteouts
 become overlay whiteouts: `.wh.NAME` a 0/0 character device, `.wh..wh..opq` the opaque xattr.
 
+The store is root's alone (0700, as is /var/lib/netemu): its layers hold whatever the images
+hold, setuid-root binaries and device nodes included, and no local user may reach them.
+
+An archive is untrusted input. A layer's blob is hashed before it is unpacked, when the archive
+says what its digest must be, so a tampered blob writes nothing. What an import writes is
+counted before it is written (regular files' bytes plus ENTRY_COST per entry) against a cap per
+image (MAX_BYTES_DEFAULT, NETEMU_MAX_IMAGE_BYTES or `--max-size`) and against the store's free
+space, so that a small gzip bomb stops early; a failed import leaves no layer behind.
+
 This module knows nothing of labs or topologies: `remove_image` asks its caller which labs use
 an image."""
 
@@ -30,6 +39,7 @@ import posixpath
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import time
 import uuid
@@ -40,9 +50,24 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from netemu.errors import InputError
+from netemu.errors import InputError, MachineError
+from netemu.linux import files
 
-STORE_DIR = Path(os.environ.get("NETEMU_LIB_DIR", "/var/lib/netemu")) / "images"
+LIB_DIR = Path(os.environ.get("NETEMU_LIB_DIR", "/var/lib/netemu"))
+STORE_DIR = LIB_DIR / "images"
+
+MAX_BYTES_ENV = "NETEMU_MAX_IMAGE_BYTES"
+MAX_BYTES_DEFAULT = 4 << 30
+# What an entry costs besides its data: an inode, a directory entry, a block. Counted so that a
+# layer of millions of empty files reaches the cap too.
+ENTRY_COST = 4096
+# An uncompressed layer is its files plus a header and padding per entry (less than ENTRY_COST)
+# and the end-of-archive blocks: a stream much larger than the cap is no honest layer.
+STREAM_SLACK = 1 << 20
+FREE_RESERVE = 256 << 20  # kept free on the store's filesystem (at most 5% of it)
+SPACE_RECHECK = 64 << 20  # free space is asked again after this much: other writers share the disk
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -52,6 +77,8 @@ _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _BLOB_PATH = re.compile(r"(?:.*/)?blobs/sha256/([0-9a-f]{64})|([0-9a-f]{64})\.json")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,199}")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                 "application/vnd.docker.distribution.manifest.list.v2+json")
 
@@ -264,14 +291,100 @@ def _oci_manifest(archive: _Archive, manifest: dict[str, Any], name: str | None)
                      layers=refs)
 
 
+# limits ----------------------------------------------------------------------------------------
+def parse_size(text: str) -> int:
+    """Bytes, or a size with a binary unit (K=1024): 512M, 4G, 4GiB."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"invalid size '{text}': use bytes or a size like 512M, 4G")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def max_image_bytes() -> int:
+    """The cap on what one image's import may unpack: $NETEMU_MAX_IMAGE_BYTES, or 4 GiB."""
+    text = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not text:
+        return MAX_BYTES_DEFAULT
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise InputError(f"{MAX_BYTES_ENV}: {e}") from None
+
+
+def _amount(n: int) -> str:
+    """1.5 GiB, 4 MiB, 100 bytes."""
+    if n < 1 << 10:
+        return f"{n} bytes"
+    unit = max((u for u in ("k", "m", "g", "t") if n >= _SIZE_UNITS[u]), key=_SIZE_UNITS.__getitem__)
+    return f"{n / _SIZE_UNITS[unit]:.1f}".removesuffix(".0") + f" {unit.upper()}iB"
+
+
+class Budget:
+    """What one image's import may still write, charged before each write: the cap (regular
+    files' bytes plus ENTRY_COST per entry, and the uncompressed stream, which a bomb of zeros
+    fills without making a file) and the free space and inodes of the store's filesystem."""
+
+    def __init__(self, image: str = "", cap: int = sys.maxsize, store: Path | None = None) -> None:
+        self.image = image
+        self.cap = cap
+        self.store = store  # None: no free-space checks
+        self.layer = "a layer"  # what the messages name; set per layer by the import
+        self.written = 0
+        self.streamed = 0
+        self.bytes_left = 0  # may be written before statvfs is asked again
+        self.inodes_left = 0
+
+    def charge(self, size: int, entries: int = 1) -> None:
+        cost = size + entries * ENTRY_COST
+        self.written += cost
+        if self.written > self.cap:
+            raise self._over_cap()
+        self.bytes_left -= cost
+        self.inodes_left -= entries
+        if self.bytes_left < 0 or self.inodes_left < 0:
+            self.check_space(cost, entries)
+
+    def stream(self, n: int) -> None:
+        self.streamed += n
+        if self.streamed > self.cap + STREAM_SLACK:
+            raise self._over_cap()
+
+    def _over_cap(self) -> InputError:
+        return InputError(f"image '{self.image}': {self.layer} unpacks to more than the cap of {_amount(self.cap)} "
+                          f"({self.cap} bytes, set by --max-size or {MAX_BYTES_ENV}): nothing of it was kept")
+
+    def check_space(self, size: int, entries: int = 0) -> None:
+        """Room for `size` more bytes and `entries` more inodes, besides what is kept free."""
+        if self.store is None:
+            self.bytes_left = self.inodes_left = sys.maxsize
+            return
+        st = os.statvfs(self.store)
+        free, reserve = st.f_bavail * st.f_frsize, min(FREE_RESERVE, st.f_blocks * st.f_frsize // 20)
+        if free - reserve < size:
+            raise MachineError(f"no room in {self.store} for image '{self.image}' ({self.layer}): "
+                               f"{_amount(size + reserve)} needed ({_amount(reserve)} of it kept free), "
+                               f"{_amount(free)} free")
+        self.bytes_left = min(free - reserve - size, SPACE_RECHECK)
+        self.inodes_left = sys.maxsize
+        if st.f_files:  # 0: a filesystem with no fixed number of inodes (btrfs)
+            spare = st.f_favail - st.f_files // 20
+            if spare < entries:
+                raise MachineError(f"no room in {self.store} for image '{self.image}' ({self.layer}): "
+                                   f"{entries} more files needed, {st.f_favail} free inodes")
+            self.inodes_left = spare - entries
+
+
 # unpacking one layer ---------------------------------------------------------------------------
 class _Digesting:
-    """A read-only stream that hashes every byte read through it; `peek` looks ahead unhashed."""
+    """A read-only stream that hashes every byte read through it (unless `digest` is false);
+    `peek` looks ahead unhashed. `count` is told of every byte read."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], count: Callable[[int], None] | None = None, digest: bool = True) -> None:
         self.raw = raw
         self.sha = hashlib.sha256()
+        self.digest = digest
         self.head = b""
+        self.count = count
 
     def peek(self, n: int) -> bytes:
         if len(self.head) < n:
@@ -286,7 +399,10 @@ class _Digesting:
             data, self.head = head[:n], head[n:]
         else:
             data = head + self.raw.read(n - len(head))
-        self.sha.update(data)
+        if self.digest:
+            self.sha.update(data)
+        if self.count is not None:
+            self.count(len(data))
         return data
 
     def drain(self) -> None:
@@ -295,15 +411,18 @@ class _Digesting:
 
 
 def unpack_layer(raw: IO[bytes], dest: Path, label: str, diff_id_hex: str | None = None,
-                 blob_hex: str | None = None) -> int:
+                 blob_hex: str | None = None, budget: Budget | None = None) -> int:
     """Unpack one layer (a tar, uncompressed or gzip) into the new directory `dest`, checking the
-    digest of the bytes as stored and of the uncompressed tar. Returns the size of its files."""
-    blob = _Digesting(raw)
+    digest of the bytes as stored and of the uncompressed tar, and charging `budget` before each
+    write. Returns the size of its files."""
+    budget = budget or Budget()
+    blob = _Digesting(raw, digest=blob_hex is not None)
     magic = blob.peek(4)
-    if magic.startswith(b"\x28\xb5\x2f\xfd"):
+    if magic.startswith(ZSTD_MAGIC):
         raise InputError(f"{label}: zstd-compressed layers are not supported (gzip and uncompressed are)")
-    plain = _Digesting(gzip.GzipFile(fileobj=blob, mode="rb") if magic.startswith(b"\x1f\x8b") else blob)
-    unpacker = _Unpacker(dest, label)
+    plain = _Digesting(gzip.GzipFile(fileobj=blob, mode="rb") if magic.startswith(GZIP_MAGIC) else blob,
+                       budget.stream)
+    unpacker = _Unpacker(dest, label, budget)
     try:
         if plain.peek(1):  # an empty stream is an empty layer
             with tarfile.open(fileobj=plain, mode="r|") as tar:
@@ -323,6 +442,26 @@ def unpack_layer(raw: IO[bytes], dest: Path, label: str, diff_id_hex: str | None
     return unpacker.size
 
 
+def _verify_blob(archive: _Archive, layer: _Layer, diff_id: str) -> int:
+    """Hash a layer's blob before anything of it is unpacked, when the archive says what its
+    digest must be (a docker save or OCI blob's descriptor; the diff_id, for an uncompressed
+    layer of a legacy docker save), so that a tampered blob writes nothing. Returns its size."""
+    sha, size, head = hashlib.sha256(), 0, b""
+    with archive.open(layer.path) as raw:
+        while chunk := raw.read(1 << 20):
+            head = head or chunk[:4]
+            sha.update(chunk)
+            size += len(chunk)
+    got, label = sha.hexdigest(), f"{archive.label}: {layer.path}"
+    if layer.blob_hex and got != layer.blob_hex:
+        raise InputError(f"{label}: digest mismatch: the blob is sha256:{got}, "
+                         f"its descriptor says sha256:{layer.blob_hex}")
+    if not layer.blob_hex and not head.startswith((GZIP_MAGIC, ZSTD_MAGIC)) and got != diff_id[7:]:
+        raise InputError(f"{label}: digest mismatch: the uncompressed layer is sha256:{got}, "
+                         f"the image config says {diff_id}")
+    return size
+
+
 def _clean_path(name: str, label: str) -> str:
     """A member's path relative to the layer root; absolute paths and `..` are refused."""
     if name.startswith("/"):
@@ -337,9 +476,10 @@ class _Unpacker:
     """Writes a layer's members under `root`, never outside it: parents are real directories made
     by this layer (a symlink in the way is refused), and links point inside the layer."""
 
-    def __init__(self, root: Path, label: str) -> None:
+    def __init__(self, root: Path, label: str, budget: Budget) -> None:
         self.root = root
         self.label = label
+        self.budget = budget
         self.safe: set[str] = {""}  # directories known to be real, made or checked by us
         self.dirs: list[tuple[str, tarfile.TarInfo]] = []
         self.opaque: list[str] = []
@@ -361,6 +501,8 @@ class _Unpacker:
         return self.root / rel if rel else self.root
 
     def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        # Charged before anything is written: a member declares its size in its header.
+        self.budget.charge(member.size if member.isreg() else 0)
         rel = _clean_path(member.name, self.label)
         if not rel:
             if member.isdir():
@@ -392,6 +534,7 @@ class _Unpacker:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
+            self.budget.charge(0)  # a long path may make thousands of them
             os.mkdir(path, 0o755)
             os.chmod(path, 0o755)  # whatever the umask
         else:
@@ -498,10 +641,16 @@ def _stem(path: Path) -> str:
 
 
 class ImageStore:
-    def __init__(self, root: Path = STORE_DIR) -> None:
+    def __init__(self, root: Path = STORE_DIR, lib_dir: Path | None = None) -> None:
         self.root = Path(root)
+        self.lib_dir = lib_dir  # netemu's directory that holds the store (LIB_DIR): private too
         self.layers_root = self.root / "layers" / "sha256"
         self.images_root = self.root / "images"
+
+    def _private_dirs(self, *below: Path) -> None:
+        """The store's root (and `below`), made or tightened to 0700 whatever the umask."""
+        for directory in (*([self.lib_dir] if self.lib_dir else []), self.root, *below):
+            files.private_dir(directory)
 
     # lookups -----------------------------------------------------------------------------------
     def _record_path(self, name: str) -> Path:
@@ -549,23 +698,49 @@ class ImageStore:
         return dirs
 
     # import ------------------------------------------------------------------------------------
-    def import_archive(self, path: str | Path, name: str | None = None,
-                       progress: Progress | None = None) -> list[ImageInfo]:
-        """Import every image of a docker save archive or an OCI layout (tar or directory)."""
+    def import_archive(self, path: str | Path, name: str | None = None, progress: Progress | None = None,
+                       max_bytes: int | None = None) -> list[ImageInfo]:
+        """Import every image of a docker save archive or an OCI layout (tar or directory); each
+        may unpack to at most `max_bytes` (default: max_image_bytes())."""
         path = Path(path)
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
         if name is not None:
             _check_name(name, "--name")
+        cap = max_image_bytes() if max_bytes is None else max_bytes
         archive = _Archive(path)
         try:
             manifests = _manifests(archive)
             names = self._names(archive, manifests, name, path)
-            with self._lock(exclusive=False):
-                return [self._import_one(archive, m, n, progress or (lambda _msg: None))
-                        for m, n in zip(manifests, names, strict=True)]
+            return self._import_all(archive, list(zip(manifests, names, strict=True)), cap,
+                                    progress or (lambda _msg: None))
         finally:
             archive.close()
+
+    def _import_all(self, archive: _Archive, todo: list[tuple[_Manifest, str]], cap: int,
+                    say: Progress) -> list[ImageInfo]:
+        made: list[str] = []  # the layers this import unpacked
+        try:
+            with self._lock(exclusive=False):
+                return [self._import_one(archive, manifest, name, say, Budget(name, cap, self.root), made)
+                        for manifest, name in todo]
+        except BaseException:
+            self._forget(made)
+            raise
+
+    def _forget(self, diff_ids: list[str]) -> None:
+        """The layers a failed import made that no image uses. Under the exclusive lock every
+        other import has written its record or failed, so none is about to use one of them."""
+        if not diff_ids:
+            return
+        with self._lock(exclusive=True):
+            try:
+                used = {d for info in self.list_images() for d in info.layers}
+            except InputError:
+                return  # a damaged record: what it uses is unknown, so nothing is removed
+            for diff_id in dict.fromkeys(diff_ids):
+                if diff_id not in used:
+                    self._delete(self.layer_dir(diff_id))
 
     def _names(self, archive: _Archive, manifests: list[_Manifest], name: str | None, path: Path) -> list[str]:
         if name is not None:
@@ -577,7 +752,8 @@ class ImageStore:
             names = [f"{n}-{i + 1}" for i, n in enumerate(names)]
         return [_check_name(n, f"{path} (use --name)") for n in names]
 
-    def _import_one(self, archive: _Archive, manifest: _Manifest, name: str, say: Progress) -> ImageInfo:
+    def _import_one(self, archive: _Archive, manifest: _Manifest, name: str, say: Progress, budget: Budget,
+                    made: list[str]) -> ImageInfo:
         diff_ids, defaults = _parse_config(archive, manifest)
         existing = self.find_image(name)
         if existing is not None and existing.name == name and existing.id != manifest.config_digest:
@@ -585,26 +761,33 @@ class ImageStore:
                               f"`netemu image rm {name}` first, or choose another --name")
         size = 0
         for number, (layer, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
-            size += self._ensure_layer(archive, layer, diff_id)
-            say(f"{name}: layer {number + 1}/{len(diff_ids)} {diff_id[7:19]} ready")
+            budget.layer = f"layer {number + 1}/{len(diff_ids)} {diff_id[7:19]}"
+            size += self._ensure_layer(archive, layer, diff_id, budget, made)
+            say(f"{name}: {budget.layer} ready")
         info = ImageInfo(name=name, id=manifest.config_digest, layers=diff_ids, size=size, created=time.time(),
                          source=str(Path(archive.label).resolve()), **defaults)
         self._write_record(info)
         return info
 
-    def _ensure_layer(self, archive: _Archive, layer: _Layer, diff_id: str) -> int:
-        """Unpack a layer unless the store has it; its size either way."""
+    def _ensure_layer(self, archive: _Archive, layer: _Layer, diff_id: str, budget: Budget,
+                      made: list[str]) -> int:
+        """Unpack a layer unless the store has it (noting it in `made`); its size either way.
+        Layers already in the store cost the budget nothing: this import writes none of them."""
         final = self.layer_dir(diff_id)
         if not final.is_dir():
-            self.layers_root.mkdir(parents=True, exist_ok=True)
-            tmp = self.layers_root / f".tmp-{final.name[:12]}-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
+            self._private_dirs(self.root / "layers", self.layers_root)
+            budget.check_space(_verify_blob(archive, layer, diff_id))  # room for at least the blob
+            tmp = files.private_dir(self.layers_root / f".tmp-{final.name[:12]}-{uuid.uuid4().hex[:8]}",
+                                    exist_ok=False)
             try:
                 with archive.open(layer.path) as raw:
+                    # The blob's digest was checked just now, and the diff_id checks what it
+                    # unpacks to: no second hash of the blob.
                     size = unpack_layer(raw, tmp / "diff", f"{archive.label}: {layer.path}",
-                                        final.name, layer.blob_hex)
-                (tmp / "meta.json").write_text(json.dumps({"diff_id": diff_id, "size": size}))
-                _rename_unless_there(tmp, final)
+                                        final.name, None, budget)
+                files.write_file(tmp / "meta.json", json.dumps({"diff_id": diff_id, "size": size}).encode())
+                if _rename_unless_there(tmp, final):
+                    made.append(diff_id)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp)
@@ -614,11 +797,10 @@ class ImageStore:
             return 0
 
     def _write_record(self, info: ImageInfo) -> None:
-        self.images_root.mkdir(parents=True, exist_ok=True)
+        self._private_dirs(self.images_root)
         target = self._record_path(info.name)
-        tmp = target.with_name(f".tmp-{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps(asdict(info), indent=1, sort_keys=True))
-        os.replace(tmp, target)
+        files.write_file(target, json.dumps(asdict(info), indent=1, sort_keys=True).encode(),
+                         tmp=target.with_name(f".tmp-{uuid.uuid4().hex}"))
 
     # removal -----------------------------------------------------------------------------------
     def remove_image(self, ref: str, in_use: Callable[[str], list[str]]) -> list[str]:
@@ -658,7 +840,7 @@ class ImageStore:
 
     @contextlib.contextmanager
     def _lock(self, exclusive: bool) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._private_dirs()  # an older netemu's store is tightened here, at its next import or rm
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -667,13 +849,16 @@ class ImageStore:
             os.close(fd)
 
 
-def _rename_unless_there(tmp: Path, final: Path) -> None:
+def _rename_unless_there(tmp: Path, final: Path) -> bool:
+    """Whether `tmp` became `final`."""
     try:
         os.rename(tmp, final)
     except OSError as e:
         # A concurrent import of the same layer got there first: its copy is as good as ours.
         if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.is_dir():
             raise
+        return False
+    return True
 
 
 def _parse_config(archive: _Archive, manifest: _Manifest) -> tuple[list[str], dict[str, Any]]:
@@ -700,16 +885,17 @@ def _parse_config(archive: _Archive, manifest: _Manifest) -> tuple[list[str], di
 
 # the default store -----------------------------------------------------------------------------
 def store() -> ImageStore:
-    return ImageStore(STORE_DIR)
+    return ImageStore(STORE_DIR, LIB_DIR)
 
 
-def import_archive(path: str | Path, name: str | None = None, progress: Progress | None = None) -> list[ImageInfo]:
-    return store().import_archive(path, name, progress)
+def import_archive(path: str | Path, name: str | None = None, progress: Progress | None = None,
+                   max_bytes: int | None = None) -> list[ImageInfo]:
+    return store().import_archive(path, name, progress, max_bytes)
 
 
-def import_image(path: str | Path, name: str | None = None) -> ImageInfo:
+def import_image(path: str | Path, name: str | None = None, max_bytes: int | None = None) -> ImageInfo:
     """Import an archive; the first of its images (an archive of several imports them all)."""
-    return import_archive(path, name)[0]
+    return import_archive(path, name, max_bytes=max_bytes)[0]
 
 
 def list_images() -> list[ImageInfo]:

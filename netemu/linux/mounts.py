@@ -8,6 +8,8 @@ import errno
 import os
 from pathlib import Path
 
+from netemu.linux import files
+
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MNT_DETACH = 0x2
@@ -21,9 +23,11 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def mount_tmpfs(target: Path, options: str = "mode=0711") -> None:
-    """A tmpfs on `target` (created if missing), unless one is mounted there already."""
-    target.mkdir(parents=True, exist_ok=True)
+def mount_tmpfs(target: Path, options: str = "mode=0700") -> None:
+    """A tmpfs on `target` (created 0700 if missing), unless one is mounted there already. Its
+    root is 0700 (the default `options`): netemu-init reaches the layers as the machine's root,
+    and no local user may."""
+    files.private_dir(target)
     if is_mountpoint(target):
         return
     _check(_libc.mount(b"netemu", os.fsencode(target), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()),

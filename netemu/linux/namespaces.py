@@ -70,7 +70,7 @@ def name_netns(name: str, pid: int) -> Path:
         link.unlink()
         os.symlink(target, link)
     except FileNotFoundError:
-        NETNS_DIR.mkdir(parents=True, exist_ok=True)
+        NETNS_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)  # as `ip netns` makes it, whatever the umask
         os.symlink(target, link)
     return link
 

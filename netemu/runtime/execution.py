@@ -10,6 +10,7 @@ from netemu.errors import LabError
 from netemu.linux import procs
 from netemu.linux.cgroups import Cgroup
 from netemu.linux.initbin import init_binary
+from netemu.runtime import confinement
 from netemu.runtime.nodes import DEFAULT_PATH
 
 
@@ -25,7 +26,7 @@ def helper_argv(record: dict[str, Any], node: str, argv: list[str], env: dict[st
                 "HOSTNAME": info.get("extra", {}).get("hostname", node)}
     full_env.update(info.get("extra", {}).get("env", {}))  # the node's `env`, as for its cmd
     full_env.update(env or {})
-    args = [str(init_binary()), "exec"]
+    args = [str(init_binary()), "exec", *confinement.from_record(info.get("extra", {}))]
     for procs_file in Cgroup(info["cgroup"]).procs_files():
         args += ["--cgroup", str(procs_file)]
     for key, value in full_env.items():
@@ -40,7 +41,7 @@ def helper_argv(record: dict[str, Any], node: str, argv: list[str], env: dict[st
 def run(record: dict[str, Any], node: str, argv: list[str], env: dict[str, str] | None = None,
         timeout: float | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run to completion and capture the output (for the API and `exec:` commands)."""
-    return subprocess.run(helper_argv(record, node, argv, env), capture_output=True, text=True,
+    return subprocess.run(helper_argv(record, node, argv, env), capture_output=True, text=True, env={},
                           timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
 
@@ -50,4 +51,4 @@ def replace_process(record: dict[str, Any], node: str, argv: list[str], env: dic
     With `tty`, netemu-init makes a pseudo-terminal inside the host and relays it, as
     `docker exec -t` does."""
     args = helper_argv(record, node, argv, env, tty=tty)
-    os.execv(args[0], args)
+    os.execve(args[0], args, {})  # the command's environment is --env; the caller's stays out

@@ -3,8 +3,8 @@ published `ports`. One table per lab, netemu-LAB, removed whole by `down`."""
 
 from __future__ import annotations
 
-from netemu.errors import InputError, MachineError
-from netemu.linux import nftables
+from netemu.errors import InputError, MachineError, one_line
+from netemu.linux import nftables, sockets
 from netemu.runtime import paths
 from netemu.topology.model import Topology
 
@@ -24,10 +24,11 @@ def ruleset(topo: Topology) -> str | None:
         lines += ["  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;",
                   *[f"    {rule}" for rule in masquerade], "  }"]
     if dnat:
-        # Output catches connections the machine itself makes to its own address (the named
-        # priority "dstnat" is only accepted on prerouting; -100 is its value).
+        # Output catches connections the machine itself makes to its own addresses, loopback
+        # excepted (the named priority "dstnat" is only accepted on prerouting; -100 is its value).
         for chain in ("prerouting", "output"):
             lines += [f"  chain {chain} {{", f"    type nat hook {chain} priority -100; policy accept;",
+                      *[f"    {rule}" for rule in _loopback_exempt(chain)],
                       *[f"    {rule}" for rule in dnat], "  }"]
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -45,6 +46,16 @@ def _masquerade_rules(topo: Topology) -> list[str]:
     return rules
 
 
+def _loopback_exempt(chain: str) -> list[str]:
+    """Rules ahead of the DNAT: the machine's own loopback traffic is never translated.
+    `fib daddr type local` matches 127.0.0.0/8 too, so without them `curl 127.0.0.1:PORT` on the
+    machine would reach the node instead of what listens there. The `lo` test belongs to
+    prerouting only: in output every local destination, the machine's eth0 address or a lab's
+    gateway as much as 127.0.0.1, is routed through lo, and those must still be forwarded."""
+    rules = ["ip daddr 127.0.0.0/8 return", "ip6 daddr ::1 return"]
+    return ['iifname "lo" return', *rules] if chain == "prerouting" else rules
+
+
 def _dnat_rules(topo: Topology) -> list[str]:
     rules = []
     for node in topo.nodes.values():
@@ -52,10 +63,39 @@ def _dnat_rules(topo: Topology) -> list[str]:
             continue
         target = _reachable_address(topo, node.name)
         for spec in node.ports:
-            mapping, _, proto = spec.partition("/")
-            outer, _, inner = mapping.partition(":")
-            rules.append(f"fib daddr type local {proto or 'tcp'} dport {outer} dnat ip to {target}:{inner}")
+            outer, inner, proto = published(spec)
+            rules.append(f"fib daddr type local {proto} dport {outer} dnat ip to {target}:{inner}")
     return rules
+
+
+def published(spec: str) -> tuple[int, int, str]:
+    """(machine port, node port, protocol) of a port as the loader normalised it: "8080:80/tcp"."""
+    mapping, _, proto = spec.partition("/")
+    outer, _, inner = mapping.partition(":")
+    return int(outer), int(inner), proto or "tcp"
+
+
+def check_ports_free(topo: Topology) -> None:
+    """Refuse a published port that a socket of the machine already listens on: the DNAT would
+    silently take the port from it. Run by `up` before anything is created. Any address counts,
+    loopback too: a published port has no address of its own (as Docker's proxy, binding
+    0.0.0.0:PORT, fails on a port bound on any address). A listener that starts after this
+    check is not seen: the check is advice at `up`, not a reservation."""
+    for node in topo.nodes.values():
+        for spec in node.ports:
+            outer, _, proto = published(spec)
+            taken = sockets.listening(proto, outer)
+            if taken:
+                raise InputError(one_line(f"{topo.path}:{node.line}: nodes.{node.name}.ports: port {outer}/{proto} "
+                                          f"is already in use on the machine: {_user(taken[0])}"))
+
+
+def _user(sock: sockets.Socket) -> str:
+    verb = "listens on" if sock.proto == "tcp" else "is bound to"
+    who = sockets.holder(sock.inode)
+    if who is None:
+        return f"a socket {verb} {sock.endpoint()} (its process was not found)"
+    return f"{who.name} (pid {who.pid}) {verb} {sock.endpoint()}"
 
 
 def _reachable_address(topo: Topology, node: str) -> str:

@@ -16,7 +16,7 @@ from netemu.errors import InputError, LabNotFound, MachineError
 from netemu.linux import procs
 from netemu.linux.initbin import init_binary
 from netemu.linux.netlink import Netlink
-from netemu.runtime import cleanup, hostsettings, paths, plan, state
+from netemu.runtime import cleanup, firewall, hostsettings, paths, plan, state
 from netemu.runtime.builder import Builder
 from netemu.topology.model import Topology
 
@@ -48,7 +48,9 @@ def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
     require_root()
     require_kernel()
     _unsupported(topo)
+    firewall.check_ports_free(topo)  # before the name is reserved: a refused `up` leaves no trace
     init = init_binary()
+    paths.private_lib_dirs()
     say = progress or (lambda _msg: None)
     with state.reserve(topo.name):
         record = _initial_record(topo)

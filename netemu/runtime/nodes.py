@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from netemu.errors import InputError, LabError, MachineError
-from netemu.linux import images, mounts, procs, rootfs
+from netemu.linux import cgroups, devices, images, mounts, procs, rootfs
 from netemu.linux.cgroups import Cgroup
-from netemu.runtime import paths, state, userns
+from netemu.runtime import confinement, paths, state, userns
 from netemu.topology.model import Node, Topology
 
 START_TIMEOUT = 30.0
@@ -124,20 +124,53 @@ def prepare_lab(topo: Topology) -> None:
 
 def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> tuple[Cgroup, rootfs.LayerDirs]:
     """The host's cgroup (with its limits) and its writable layer with /etc files injected."""
+    conf = confinement.of(node)
+    for bind in node.binds:
+        confinement.check_bind_source(node, bind.source, f"{topo.path}:{node.line}: ")
     group = Cgroup(paths.cgroup_path(topo.name, node.name))
     group.create()
     group.set_limits(node.limits.cpus, node.limits.memory, node.limits.pids)
+    if conf.device_rules is not None:
+        restrict_devices(group, list(conf.device_rules))
     layers = rootfs.LayerDirs(paths.layers_dir(topo.name, node.name))
     layers.create()
     hostname = node.hostname or node.name
     peers = lab_hosts + list(node.extra_hosts.items())
-    layers.inject("etc/hostname", hostname + "\n")
-    layers.inject("etc/hosts", rootfs.hosts_file(hostname, peers))
-    layers.inject("etc/resolv.conf", rootfs.resolv_conf(node.dns, node.dns_search))
+    inject_etc(layers, {"hostname": hostname + "\n", "hosts": rootfs.hosts_file(hostname, peers),
+                        "resolv.conf": rootfs.resolv_conf(node.dns, node.dns_search)})
     for bind in node.binds:
         if not Path(bind.source).exists():
             raise InputError(f"node {node.name}: bind source {bind.source} does not exist")
     return group, layers
+
+
+def inject_etc(layers: rootfs.LayerDirs, files: dict[str, str]) -> None:
+    """The host's /etc files, in its writable layer. A host that replaced its /etc with a
+    symbolic link (seen at `node start|restart`) keeps what it made: netemu writes nothing
+    through the link, and says so in the node's console.log."""
+    for name, content in files.items():
+        try:
+            layers.inject(f"etc/{name}", content)
+        except rootfs.UnsafeLayerPath as exc:
+            with open(layers.open_console(), "a") as log:
+                log.write(f"netemu: /etc/{name} left as the host made it: {exc.strerror}\n")
+
+
+def restrict_devices(group: Cgroup, rules: list[devices.Rule]) -> None:
+    """The devices allow-list in every hierarchy that enforces one: the v2 tree (a BPF program)
+    and the v1 `devices` controller; a hybrid machine has both, and both must allow."""
+    enforced = False
+    for hierarchy in cgroups.layout().used:
+        path = hierarchy.mountpoint / group.relpath
+        if hierarchy.version == 2:
+            devices.attach_v2(path, rules)
+            enforced = True
+        elif "devices" in hierarchy.controllers:
+            devices.apply_v1(path, rules)
+            enforced = True
+    if not enforced:
+        raise MachineError("confining a host's devices needs the cgroup v1 `devices` controller or a cgroup v2 "
+                           "tree; neither is mounted (or make the node `privileged: true`)")
 
 
 class Launch:
@@ -161,6 +194,8 @@ class Launch:
             argv += ["--bind", f"{bind.source}:{bind.target}:{'ro' if bind.readonly else 'rw'}"]
         for key, value in base_env(node).items():
             argv += ["--env", f"{key}={value}"]
+        self.confinement = confinement.of(node)
+        argv += confinement.run_args(node, self.confinement)
         image = image_of(node)
         if image is not None and image.working_dir:
             argv += ["--cwd", image.working_dir]
@@ -171,8 +206,10 @@ class Launch:
         cmd = command(node)
         if cmd:
             argv += ["--", *cmd]
-        with open(self.console, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        with open(layers.open_console(), "ab") as log:
+            # env={}: PID 1's own environment is visible inside the host (/proc/1/environ); the
+            # caller's (CI secrets among it) is not the host's. The host's is in --env.
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={},
                                          pass_fds=(write_fd,), start_new_session=True)
         os.close(write_fd)
         self.status_fd = read_fd
@@ -227,4 +264,5 @@ def running(launch: Launch, pid: int, netns_pid: int | None) -> RunningNode:
                        console=str(launch.console),
                        extra={"env": node_env(node), "image": node.image, "network": node.network,
                               "hostname": node.hostname or node.name, "limits": asdict(node.limits),
+                              "confinement": launch.confinement.record(),
                               **({"userns": launch.userns.arg()} if launch.userns else {})})

@@ -10,12 +10,17 @@ import os
 from pathlib import Path
 
 from netemu.errors import InputError, one_line
+from netemu.linux import files
 from netemu.topology._values import NAME_RE
 from netemu.topology.loader import LAB_NAME_MAX
 
 RUN_DIR = Path(os.environ.get("NETEMU_RUN_DIR", "/run/netemu"))  # state files and locks
 LIB_DIR = Path(os.environ.get("NETEMU_LIB_DIR", "/var/lib/netemu"))  # writable layers
 LABS_LIB_DIR = LIB_DIR / "labs"
+# Everything below RUN_DIR and LIB_DIR is root's alone: a local user must not read a lab's state,
+# reach a host's files or run a setuid binary of an image. Nothing non-root needs a way through:
+# netemu-init reaches layers and binds while it is still the machine's root.
+PRIVATE_DIR = files.PRIVATE_DIR
 
 CGROUP_ROOT = "netemu"
 NETNS_PREFIX = "netemu-"
@@ -36,6 +41,17 @@ def _component(name: str) -> str:
             or not name.isprintable()):
         raise InputError(one_line(f"'{name[:100]}' is not a lab name"))
     return name
+
+
+def run_dir() -> Path:
+    """RUN_DIR, made or tightened to 0700."""
+    return files.private_dir(RUN_DIR, PRIVATE_DIR)
+
+
+def private_lib_dirs() -> None:
+    """LIB_DIR and the directory of the labs' layers, made or tightened to 0700."""
+    for directory in (LIB_DIR, LABS_LIB_DIR):
+        files.private_dir(directory, PRIVATE_DIR)
 
 
 def state_dir(lab: str) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import LabExists, LabNotFound, MachineError
+from netemu.linux import files
 from netemu.runtime import paths
 
 STATE_FILE = "state.json"
@@ -30,10 +31,10 @@ def _open_dir(path: Path) -> int:
 @contextmanager
 def reserve(lab: str) -> Iterator[Path]:
     """Claim a new lab name: fails cleanly when a lab of that name exists."""
-    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    paths.run_dir()
     directory = paths.state_dir(lab)
     try:
-        directory.mkdir()
+        files.private_dir(directory, paths.PRIVATE_DIR, exist_ok=False)
     except FileExistsError:
         raise LabExists(f"a lab named '{lab}' already exists (netemu down {lab} removes it)") from None
     fd = _open_dir(directory)
@@ -53,6 +54,7 @@ def locked(lab: str, timeout: float = 60.0) -> Iterator[Path]:
     except FileNotFoundError:
         raise LabNotFound(f"no lab named '{lab}'") from None
     try:
+        files.tighten(directory, paths.PRIVATE_DIR)  # a lab made by an older netemu
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -86,12 +88,8 @@ def is_busy(lab: str) -> bool:
 
 def write(lab: str, data: dict[str, Any]) -> None:
     directory = paths.state_dir(lab)
-    tmp = directory / f".{STATE_FILE}.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / STATE_FILE)
+    files.write_file(directory / STATE_FILE, json.dumps(data, indent=1, sort_keys=True).encode(),
+                     tmp=directory / f".{STATE_FILE}.{os.getpid()}", sync=True)
 
 
 def read(lab: str) -> dict[str, Any] | None:
@@ -107,9 +105,8 @@ def save_topology(lab: str, topo: Any) -> None:
     """The lab's settled topology (pools applied), for operations on a running lab (link up
     restores routes, node start rewires links). Pickle: written and read by this same code."""
     directory = paths.state_dir(lab)
-    tmp = directory / f".{TOPOLOGY_FILE}.{os.getpid()}"
-    tmp.write_bytes(pickle.dumps(topo))
-    os.replace(tmp, directory / TOPOLOGY_FILE)
+    files.write_file(directory / TOPOLOGY_FILE, pickle.dumps(topo),
+                     tmp=directory / f".{TOPOLOGY_FILE}.{os.getpid()}")
 
 
 def load_topology(lab: str) -> Any:
@@ -123,9 +120,8 @@ def load_topology(lab: str) -> Any:
 def ledger(filename: str, empty: Callable[[], dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """A machine-wide JSON ledger under the run directory, read and rewritten under one lock
     shared by every netemu process; removed when it holds nothing (all values empty)."""
-    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
     path = paths.RUN_DIR / filename
-    fd = _open_dir(paths.RUN_DIR)
+    fd = _open_dir(paths.run_dir())
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         # A temporary file seen while holding the lock is what a writer killed mid-write left.
@@ -142,9 +138,7 @@ def save_ledger(filename: str, data: dict[str, Any]) -> None:
     before it is made to the machine, so a crash right after it leaves a record to undo it."""
     path = paths.RUN_DIR / filename
     if any(data.values()):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        files.write_file(path, json.dumps(data, indent=1, sort_keys=True).encode(), tmp=path.with_suffix(".tmp"))
     else:
         path.unlink(missing_ok=True)
 

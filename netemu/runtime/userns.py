@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netemu.errors import MachineError
+from netemu.linux import files
 from netemu.runtime import paths, state
 
 FIRST_ID = 0x10000000
@@ -118,16 +119,13 @@ def _slots(lab: str) -> dict[str, int]:
 
 def _write_slots(lab: str, slots: dict[str, int]) -> None:
     target = paths.state_dir(lab) / FILE
-    tmp = target.with_name(f".{FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps(slots, sort_keys=True))
-    os.replace(tmp, target)
+    files.write_file(target, json.dumps(slots, sort_keys=True).encode(), tmp=target.with_name(f".{FILE}.{os.getpid()}"))
 
 
 @contextmanager
 def _run_dir_locked() -> Iterator[None]:
     """The machine-wide lock that netemu's ledgers share (flock on the run directory)."""
-    paths.RUN_DIR.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.RUN_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(paths.run_dir(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

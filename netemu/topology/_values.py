@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+from netemu import capability_names
 from netemu.topology.model import IPAddress, IPInterface, IPNetwork
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -25,6 +26,8 @@ MIN_MEMORY = 4 << 20  # below this a host cannot even start its init and a shell
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _PORT_RE = re.compile(r"(\d+):(\d+)(?:/(tcp|udp))?")
+_PORT_FORMAT = "expected HOST:CONTAINER[/tcp|udp], e.g. 8080:80/tcp"
+_HOST_IP_PORT_RE = re.compile(r"\[?([0-9a-fA-F:.]+?)\]?:\d*:\d+(?:/(?:tcp|udp))?")  # Docker's IP:HOST:CONTAINER
 # Patterns are used with fullmatch: `$` would accept a trailing newline.
 # tc(8) syntax, validated here only for format; the kernel judges the values at `up`
 _TC_TIME_RE = re.compile(r"\d+(\.\d+)?(us|usec|ms|msec|s|sec|secs)", re.IGNORECASE)
@@ -192,9 +195,27 @@ def published_port(text: str) -> str:
     """HOST:CONTAINER[/tcp|udp], normalised with its protocol (tcp when omitted)."""
     match = _PORT_RE.fullmatch(text)
     if not match:
-        raise ValueError(f"invalid port '{text}': expected HOST:CONTAINER[/tcp|udp], e.g. 8080:80/tcp")
+        raise ValueError(f"invalid port '{text}': {_host_ip_refusal(text) or _PORT_FORMAT}")
     host, inner = port_number(int(match.group(1))), port_number(int(match.group(2)))
     return f"{host}:{inner}/{match.group(3) or 'tcp'}"
+
+
+def _host_ip_refusal(text: str) -> str | None:
+    """Why Docker's IP:HOST:CONTAINER is refused, when `text` has that form: a published port is
+    on every address of the machine but loopback, and loopback would need the machine-wide
+    route_localnet sysctl, which opens every 127.0.0.1 service of the machine to its neighbours."""
+    match = _HOST_IP_PORT_RE.fullmatch(text)
+    if not match:
+        return None
+    try:
+        address = ipaddress.ip_address(match.group(1))
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return (f"publishing on loopback ({address}) is not supported: it would need the machine-wide "
+                f"sysctl net.ipv4.conf.all.route_localnet=1; {_PORT_FORMAT}")
+    return (f"a host address ({address}) is not supported: a port is published on every address of the "
+            f"machine but loopback; {_PORT_FORMAT}")
 
 
 PATH_LEN_MAX = 1024  # a bind target is joined to the host's root directory below PATH_MAX (4096)
@@ -222,6 +243,34 @@ def bind(text: str) -> tuple[str, str, bool]:
     if parts[1].rstrip("/") == "":
         raise ValueError("cannot bind over the host's root directory '/'")
     return parts[0], parts[1], mode == "ro"
+
+
+MACHINE_PATHS = ("/proc", "/sys", "/dev")  # and "/" itself
+
+
+def machine_path_reason(source: str) -> str | None:
+    """Why bind source `source` is the machine itself, or None."""
+    clean = "/" + "/".join(part for part in source.split("/") if part not in ("", "."))
+    for top in MACHINE_PATHS:
+        if clean == top or clean.startswith(top + "/"):
+            hint = " (use `devices:` for a device node)" if top == "/dev" else ""
+            return f"bind source {source} is the machine's {top}: only a `privileged: true` node may bind it{hint}"
+    if clean == "/":
+        return "bind source / is the machine's whole filesystem: only a `privileged: true` node may bind it"
+    return None
+
+
+def capability(text: str) -> str:
+    """A capability name as cap_add and cap_drop take it: NET_ADMIN, net_admin, CAP_NET_ADMIN, ALL."""
+    return capability_names.canonical(text)
+
+
+def device_path(text: str) -> str:
+    """A device node of the machine, by its absolute path under /dev (`devices:`)."""
+    _printable_path(text, "device path")
+    if not text.startswith("/dev/") or ".." in text.split("/"):
+        raise ValueError(f"invalid device '{text}': expected a path under /dev, e.g. /dev/net/tun")
+    return text
 
 
 def image(text: str) -> str:

@@ -32,6 +32,7 @@ TOP_KEYS = ("name", "defaults", "nodes", "networks", "links", "checks")
 NODE_KEYS = (
     "image", "hostname", "dns", "dns_search", "extra_hosts", "env", "network",
     "limits", "userns", "sysctls", "routes", "binds", "cmd", "exec", "ports",
+    "privileged", "cap_add", "cap_drop", "devices", "read_only",
 )  # fmt: skip
 DEEP_MERGED = ("limits", "env", "sysctls", "extra_hosts")  # defaults merge into these key by key
 NETWORK_MODES = ("none", "bridge", "host")  # or container:<node>
@@ -141,6 +142,7 @@ def _node(name: str, entry: Item, fields: dict[str, Item]) -> Node:
             entry.fail(f"node name '{name}' is not a valid hostname; set 'hostname'", at_key=True)
     _check_host_network(node, fields)
     _check_argument_sizes(node, fields)
+    _check_machine_binds(node, fields)
     return node
 
 
@@ -163,6 +165,18 @@ def _check_argument_sizes(node: Node, fields: dict[str, Item]) -> None:
                 fields[key].fail(f"a string of more than {ARG_STRING_MAX - 1} bytes cannot be passed to a program")
             if sum(sizes) + sum(len(e) + 1 for e in env) > ARGS_TOTAL_MAX:
                 fields[key].fail(f"command and environment hold more than {ARGS_TOTAL_MAX >> 10} KiB")
+
+
+def _check_machine_binds(node: Node, fields: dict[str, Item]) -> None:
+    """The machine's /, /proc, /sys and /dev (and what lies below the last three) bound into a
+    host hand it the machine: only a privileged node may have them. Symlinks to them are
+    resolved at `up`, which knows the machine's files."""
+    if node.privileged:
+        return
+    for bind, item in zip(node.binds, fields["binds"].items() if node.binds else [], strict=True):
+        reason = values.machine_path_reason(bind.source)
+        if reason:
+            item.fail(reason)
 
 
 def _check_host_network(node: Node, fields: dict[str, Item]) -> None:
@@ -313,6 +327,11 @@ _NODE_PARSERS = {
     "cmd": _argv,
     "exec": lambda item: [_argv(entry) for entry in item.items()],
     "ports": lambda item: [entry.convert(values.published_port) for entry in item.items()],
+    "privileged": Item.boolean,
+    "cap_add": lambda item: [entry.convert(values.capability) for entry in item.items()],
+    "cap_drop": lambda item: [entry.convert(values.capability) for entry in item.items()],
+    "devices": lambda item: [entry.convert(values.device_path) for entry in item.items()],
+    "read_only": Item.boolean,
 }
 
 

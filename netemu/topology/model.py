@@ -59,6 +59,11 @@ class Node:
     cmd: list[str] | None = None  # argv; a string in the file becomes ["/bin/sh", "-c", s]
     exec: list[list[str]] = field(default_factory=list)  # same conversion per entry
     ports: list[str] = field(default_factory=list)
+    privileged: bool = False  # every capability, no seccomp filter, the machine's devices
+    cap_add: list[str] = field(default_factory=list)  # capability names (NET_ADMIN) or ALL
+    cap_drop: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)  # device nodes of the machine, e.g. /dev/net/tun
+    read_only: bool = False  # the root filesystem mounted read-only
     line: int | None = None  # where the node is defined, for later error messages
 
 

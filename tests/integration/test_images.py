@@ -7,6 +7,7 @@ No registry is reachable: every image is built by the test itself."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import time
@@ -16,17 +17,19 @@ from pathlib import Path
 import pytest
 
 from netemu.linux import images
-from tests.conftest import run_cli, unique_name
+from tests.conftest import NETEMU, ROOT, run_cli, unique_name
 from tests.unit.test_images import (
     directory,
     file,
     hardlink,
     image_config,
     layer_tar,
+    sha,
     symlink,
     write_docker25,
     write_docker_legacy,
     write_oci,
+    zeros_layer,
 )
 
 APPLETS = ["sh", "ls", "cat", "env", "sleep", "pwd", "echo", "test", "rm", "touch"]
@@ -182,3 +185,26 @@ def test_bad_archives_and_unknown_images_are_input_errors(make_lab, tmp_path):
     assert run_cli("image", "rm", "no-such-image").returncode == 2
     with pytest.raises(Exception, match="no image 'no-such-image'"):
         make_lab({"nodes": {"h1": {"image": "no-such-image"}}})
+
+
+@pytest.mark.parametrize(("args", "env"), [(["--max-size", "1M"], {}), ([], {images.MAX_BYTES_ENV: "1048576"}),
+                                           (["--max-size", "1M"], {images.MAX_BYTES_ENV: "1G"})],
+                         ids=["option", "environment", "option-over-environment"])
+def test_import_of_a_gzip_bomb_stops_at_the_cap_and_leaves_nothing(tmp_path, args, env):
+    name = unique_name("img")
+    bomb = zeros_layer(64 << 20)
+    archive = write_oci(tmp_path / "bomb.tar", [bomb], image_config([bomb]), ref=f"{name}:latest")
+    result = subprocess.run([*NETEMU, "image", "import", *args, str(archive)], capture_output=True, text=True,
+                            env={**os.environ, **env}, cwd=ROOT, timeout=120)
+    message = result.stderr.strip()
+    assert result.returncode == 2, message
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert f"image '{name}:latest': layer 1/1 {sha(bomb)[:12]}" in message and "cap of 1 MiB" in message
+    store = images.store()
+    assert images.find_image(name) is None and not store.layer_dir(f"sha256:{sha(bomb)}").exists()
+    assert not list(store.layers_root.glob(f".tmp-{sha(bomb)[:12]}-*"))
+
+
+def test_a_bad_max_size_is_an_input_error(tmp_path):
+    result = run_cli("image", "import", "--max-size", "lots", str(tmp_path))
+    assert result.returncode == 2 and "--max-size: invalid size 'lots'" in result.stderr

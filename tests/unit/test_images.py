@@ -278,3 +278,152 @@ def test_rm_is_refused_in_use_and_frees_only_unshared_layers(tmp_path):
 
 def test_the_default_store_lives_under_the_lib_dir():
     assert images.STORE_DIR.name == "images"
+
+
+# limits: the cap, free space, digests before unpacking, modes -----------------------------------
+def zeros_layer(size: int) -> bytes:
+    """One file of `size` zero bytes: gzip makes the blob about a thousandth of that."""
+    return layer_tar([file("zeros", bytes(size))])
+
+
+def store_is_empty(store: ImageStore) -> bool:
+    """No image, no layer and no temporary layer directory."""
+    layers = list(store.layers_root.iterdir()) if store.layers_root.exists() else []
+    return not layers and store.list_images() == []
+
+
+@needs_root
+def test_a_gzip_bomb_stops_at_the_cap_set_by_the_environment(tmp_path, monkeypatch):
+    bomb = zeros_layer(64 << 20)
+    archive = write_oci(tmp_path / "bomb.tar", [bomb], image_config([bomb]), ref="bomb")
+    assert archive.stat().st_size < 1 << 20
+    monkeypatch.setenv(images.MAX_BYTES_ENV, "1M")
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(InputError, match=r"image 'bomb': layer 1/1 [0-9a-f]{12} unpacks to more than the cap "
+                                         r"of 1 MiB \(1048576 bytes") as refused:
+        store.import_archive(archive)
+    assert refused.value.exit_code == 2 and "\n" not in str(refused.value)
+    assert store_is_empty(store)
+
+
+@needs_root
+def test_a_stream_of_zeros_stops_at_the_cap_given_to_the_import(tmp_path):
+    zeros = bytes(64 << 20)  # not one member: tar reads zeros as the end of the archive, then drains them
+    archive = write_oci(tmp_path / "zeros.tar", [zeros], image_config([zeros]), ref="zeros")
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(InputError, match="cap of 2 MiB"):
+        store.import_archive(archive, max_bytes=2 << 20)
+    assert store_is_empty(store)
+
+
+@needs_root
+def test_empty_files_count_against_the_cap_too(tmp_path):
+    many = layer_tar([file(f"f{i}", b"") for i in range(2000)])  # no data, 2000 inodes
+    archive = write_oci(tmp_path / "many.tar", [many], image_config([many]), ref="many")
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(InputError, match="cap of 4 MiB"):
+        store.import_archive(archive, max_bytes=4 << 20)
+    assert store_is_empty(store)
+    assert store.import_archive(archive, max_bytes=16 << 20)[0].size == 0
+
+
+@needs_root
+def test_a_failed_import_leaves_none_of_its_layers_but_keeps_those_other_images_use(tmp_path):
+    small, bomb = layer_tar([file("a", b"1")]), zeros_layer(8 << 20)
+    archive = write_oci(tmp_path / "two.tar", [small, bomb], image_config([small, bomb]), ref="two")
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(InputError, match="layer 2/2"):
+        store.import_archive(archive, max_bytes=1 << 20)
+    assert store_is_empty(store)  # layer 1/2 was unpacked, and removed with the failure
+    store.import_archive(write_oci(tmp_path / "small.tar", [small], image_config([small])))
+    with pytest.raises(InputError, match="layer 2/2"):
+        store.import_archive(archive, max_bytes=1 << 20)
+    assert [p.name for p in store.layers_root.iterdir()] == [sha(small)]
+
+
+@needs_root
+def test_no_room_on_the_store_s_filesystem_is_a_machine_error_naming_needed_and_free(tmp_path):
+    from netemu.errors import MachineError
+    from netemu.linux import mounts
+
+    small = tmp_path / "small"
+    mounts.mount_tmpfs(small, "size=16m")
+    try:
+        store = ImageStore(small / "store")
+        big = layer_tar([file("big", bytes(32 << 20))])
+        for gzipped in (frozenset({0}), frozenset()):  # refused while unpacking; before, from the blob's size
+            archive = write_oci(tmp_path / "big.tar", [big], image_config([big]), ref="big", gzipped=gzipped)
+            with pytest.raises(MachineError, match=r"no room in .*/small/store for image 'big' \(layer 1/1 \w+\): "
+                                                   r"[\d.]+ MiB needed \([\d.]+ \w+ of it kept free\), "
+                                                   r"[\d.]+ MiB free") as refused:
+                store.import_archive(archive)
+            assert refused.value.exit_code == 3
+            assert store_is_empty(store)
+    finally:
+        mounts.unmount(small)
+
+
+@needs_root
+def test_a_tampered_blob_is_refused_before_anything_of_it_is_unpacked(tmp_path):
+    layer = layer_tar([file("a", b"1")])
+    # Unpacked, this would write `first`, then fail on its absolute path: the digest's refusal
+    # shows that it was never unpacked.
+    evil = layer_tar([file("first", b"x"), file("/abs", b"y")])
+    archive = write_oci(tmp_path / "oci", [layer], image_config([layer]), ref="x", as_dir=True)
+    blob = next(p for p in (archive / "blobs/sha256").iterdir() if p.read_bytes()[:2] == b"\x1f\x8b")
+    blob.write_bytes(gzip.compress(evil, mtime=0))
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(InputError, match=f"blobs/sha256/{blob.name}: digest mismatch: the blob is sha256:"):
+        store.import_archive(archive)
+    assert store_is_empty(store)
+    # A legacy docker save names no blob digest, but its uncompressed layer.tar must be the diff_id.
+    legacy = write_docker_legacy(tmp_path / "legacy.tar", [evil], image_config([layer]), ["legacy:1"])
+    with pytest.raises(InputError, match=r"layer0/layer\.tar: digest mismatch: the uncompressed layer is"):
+        store.import_archive(legacy)
+    assert store_is_empty(store)
+
+
+@pytest.mark.parametrize(("text", "value"), [("100", 100), ("64k", 64 << 10), ("512M", 512 << 20), ("4G", 4 << 30),
+                                             ("4GiB", 4 << 30), (" 2 mb", 2 << 20), ("1T", 1 << 40)])
+def test_sizes_are_bytes_or_binary_units(text, value):
+    assert images.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "x", "0", "-1", "1.5G", "4P", "4 G B"])
+def test_sizes_that_are_none_are_refused(text):
+    with pytest.raises(ValueError, match="invalid size"):
+        images.parse_size(text)
+
+
+def test_the_cap_is_4_gib_unless_the_environment_says_otherwise(monkeypatch):
+    monkeypatch.delenv(images.MAX_BYTES_ENV, raising=False)
+    assert images.max_image_bytes() == 4 << 30
+    monkeypatch.setenv(images.MAX_BYTES_ENV, "100M")
+    assert images.max_image_bytes() == 100 << 20
+    monkeypatch.setenv(images.MAX_BYTES_ENV, "lots")
+    with pytest.raises(InputError, match=f"{images.MAX_BYTES_ENV}: invalid size 'lots'"):
+        images.max_image_bytes()
+
+
+@needs_root
+def test_the_store_is_root_s_alone_whatever_the_umask(tmp_path):
+    old_store = tmp_path / "lib/images"
+    old_store.mkdir(0o755, parents=True)
+    (old_store / "images").mkdir(0o777)  # as an older netemu under umask 000 left them
+    layer = layer_tar([file("bin/su", b"#!", 0o4755), directory("bin")])
+    umask = os.umask(0)
+    try:
+        store = ImageStore(old_store, lib_dir=tmp_path / "lib")
+        info = store.import_archive(write_oci(tmp_path / "x.tar", [layer], image_config([layer]), ref="x"))[0]
+    finally:
+        os.umask(umask)
+    layer_dir = store.layer_dir(info.layers[0])
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode)
+             for p in (tmp_path / "lib", old_store, old_store / "layers", store.layers_root, layer_dir,
+                       store.images_root, old_store / "images/x.json", layer_dir / "meta.json", old_store / ".lock")}
+    assert modes == {"lib": 0o700, "lib/images": 0o700, "lib/images/layers": 0o700,
+                     "lib/images/layers/sha256": 0o700, f"lib/images/layers/sha256/{sha(layer)}": 0o700,
+                     "lib/images/images": 0o700, "lib/images/images/x.json": 0o600,
+                     f"lib/images/layers/sha256/{sha(layer)}/meta.json": 0o600, "lib/images/.lock": 0o600}
+    # The image's own modes are kept inside, where only the host sees them.
+    assert stat.S_IMODE((layer_dir / "diff/bin/su").stat().st_mode) == 0o4755

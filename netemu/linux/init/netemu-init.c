@@ -24,6 +24,13 @@
  *   --bind SRC:DST[:ro]  bind mount (repeatable)
  *   --userns BASE:COUNT  a user namespace of its own: root inside is uid/gid BASE outside, COUNT
  *                        ids mapped (see "User namespaces" below)
+ *   --device SRC:DST     a device node of the machine bound into the host (repeatable)
+ *   --read-only          the overlay root is mounted read-only (Docker's --read-only)
+ *   --privileged         the machine's /dev, writable /sys, nothing masked, `nodev` nowhere
+ *   --mask PATH          a path inside the host hidden (/dev/null over a file, an empty read-only
+ *                        tmpfs over a directory); --ro-path PATH made read-only; --rw-path PATH
+ *                        made writable again below a read-only one (all repeatable, in order)
+ *   --caps HEX --seccomp HEX   confinement (see "Confinement" below); also options of exec
  * CMD, when given, is started only when PID 1 receives SIGUSR1 (sent once the host's links
  * are up). PID 1 reaps every orphan, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR2 to CMD, and
  * exits on SIGTERM/SIGINT when no CMD runs.
@@ -46,6 +53,9 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/types.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -57,7 +67,13 @@
 
 static void copy_winsize(int master);
 static void attach_terminal(int master);
-static int relay(pid_t pid, int sfd, int master);
+/* One stream the exec helper copies while the command runs; at end of input `to` is closed
+ * (eof < 0) or sent the byte `eof` (a terminal's ^D). */
+struct channel {
+    int from, to, eof;
+};
+
+static int relay(pid_t pid, int sfd, struct channel *ch, int nch);
 
 static int status_fd = -1;
 
@@ -152,7 +168,8 @@ static void setup_dev(const char *root)
 
     snprintf(path, sizeof path, "%s/dev", root);
     make_dir(path, 0755);
-    do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k");
+    /* nodev: a node the host makes here opens nothing; the binds below carry their own mount. */
+    do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=755,size=65536k");
     for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++) {
         snprintf(path, sizeof path, "%s/dev/%s", root, nodes[i]);
         snprintf(src, sizeof src, "/dev/%s", nodes[i]);
@@ -178,15 +195,24 @@ static void setup_dev(const char *root)
     }
 }
 
-/* Make a bind mount read-only, keeping its other flags: in a user namespace the kernel refuses
- * to clear flags that came locked from the machine (nosuid, nodev, noexec, atime). */
-static void remount_ro(const char *path)
+/* A privileged host's /dev: the machine's devices, with a devpts of its own (as Docker's). */
+static void setup_machine_dev(void)
+{
+    make_dir("dev", 0755);
+    do_mount("/dev", "dev", NULL, MS_BIND | MS_REC, NULL);
+    do_mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+    do_mount("dev/pts/ptmx", "dev/ptmx", NULL, MS_BIND, NULL);
+}
+
+/* Make a bind mount read-only or writable, keeping its other flags: in a user namespace the
+ * kernel refuses to clear flags that came locked from the machine (nosuid, nodev, noexec, atime). */
+static void remount_bind(const char *path, unsigned long rdonly)
 {
     static const struct {
         unsigned long st, ms;
     } keep[] = {{ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV}, {ST_NOEXEC, MS_NOEXEC},
                 {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME}};
-    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    unsigned long flags = MS_BIND | MS_REMOUNT | rdonly;
     struct statvfs sv;
 
     if (statvfs(path, &sv) < 0)
@@ -197,10 +223,152 @@ static void remount_ro(const char *path)
     do_mount(NULL, path, NULL, flags, NULL);
 }
 
+/* ---- Confinement (--caps HEX, --seccomp HEX) -------------------------------------------
+ *
+ * Applied last, by PID 1 once its mounts are made and by `exec` just before the command runs:
+ *   1. every capability outside the mask leaves the bounding set (needs CAP_SETPCAP, still held),
+ *      so no descendant can get it back, not even through a setuid or file-capability binary;
+ *   2. the seccomp filter (a classic BPF program netemu builds: see netemu/linux/seccomp.py) is
+ *      installed while CAP_SYS_ADMIN is still held, so no_new_privs is not needed and setuid
+ *      programs inside keep working, as in Docker;
+ *   3. permitted and effective become the mask, inheritable and ambient empty.
+ * A process that is already confined (no CAP_SETPCAP) cannot widen any of it. */
+struct confinement {
+    int has_caps;
+    unsigned long long caps;
+    unsigned char *filter;
+    size_t filter_len;
+};
+
+static unsigned char *parse_hex(const char *text, size_t *len)
+{
+    size_t n = strlen(text);
+    unsigned char *out;
+
+    if (n == 0 || n % 2)
+        DIE("bad hex value (%zu digits)", n);
+    out = malloc(n / 2);
+    if (!out)
+        DIE("out of memory");
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned int byte;
+        if (sscanf(text + 2 * i, "%2x", &byte) != 1)
+            DIE("bad hex digit at %zu", 2 * i);
+        out[i] = (unsigned char)byte;
+    }
+    *len = n / 2;
+    return out;
+}
+
+/* Whether `a` (an option) was one of confinement's; it then takes `v`. */
+static int parse_confinement(const char *a, const char *v, struct confinement *c)
+{
+    if (!strcmp(a, "--caps")) {
+        char *end;
+        errno = 0;
+        c->caps = strtoull(v, &end, 16);
+        if (errno || *end || !*v)
+            DIE("bad --caps %s: a hexadecimal capability mask", v);
+        c->has_caps = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--seccomp")) {
+        c->filter = parse_hex(v, &c->filter_len);
+        if (c->filter_len % sizeof(struct sock_filter) || c->filter_len / sizeof(struct sock_filter) > BPF_MAXINSNS)
+            DIE("bad --seccomp: not a whole BPF program (%zu bytes)", c->filter_len);
+        return 1;
+    }
+    return 0;
+}
+
+static int last_cap(void)
+{
+    int fd = open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC), last = 40;
+    char buf[16] = "";
+
+    if (fd >= 0) {
+        if (read(fd, buf, sizeof buf - 1) > 0)
+            last = atoi(buf);
+        close(fd);
+    }
+    return last > 0 && last < 64 ? last : 40;
+}
+
+static void confine(const struct confinement *c, int last)
+{
+    if (c->has_caps)
+        for (int cap = 0; cap <= last; cap++)
+            if (!(c->caps >> cap & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+                DIE("drop capability %d from the bounding set: %s", cap, strerror(errno));
+    if (c->filter) {
+        struct sock_fprog prog = {.len = (unsigned short)(c->filter_len / sizeof(struct sock_filter)),
+                                  .filter = (struct sock_filter *)c->filter};
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+            DIE("install the seccomp filter: %s", strerror(errno));
+    }
+    if (c->has_caps) {
+        struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+        struct __user_cap_data_struct data[2] = {{0}};
+        for (int i = 0; i < 2; i++)
+            data[i].permitted = data[i].effective = (unsigned int)(c->caps >> (32 * i));
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+            DIE("clear the ambient capabilities: %s", strerror(errno));
+        if (syscall(SYS_capset, &head, data) < 0)
+            DIE("set capabilities: %s", strerror(errno));
+    }
+}
+
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#define NE_CLOSE_RANGE_CLOEXEC 4
+
+/* Only stdin, stdout and stderr reach a host's command: whatever else the caller of `netemu
+ * exec` had open (a file, a socket, a terminal) stays out of the host. */
+static void close_inherited(void)
+{
+    if (syscall(SYS_close_range, 3, ~0U, NE_CLOSE_RANGE_CLOEXEC) == 0)
+        return;
+    for (int fd = 3; fd < 1024; fd++)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+/* execvpe(3) looks the command up in the caller's PATH; a host's commands are looked up in the
+ * host's own PATH (the one in `envp`), inside the host. Returns only on failure, with errno. */
+static void exec_in_host(char **argv, char **envp)
+{
+    const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    char full[4096];
+    int err = ENOENT;
+
+    if (strchr(argv[0], '/')) {
+        execve(argv[0], argv, envp);
+        return;
+    }
+    for (char **e = envp; *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            path = *e + 5;
+    for (const char *dir = path;; dir++) {
+        const char *end = strchrnul(dir, ':');
+        int n = snprintf(full, sizeof full, "%.*s%s%s", (int)(end - dir), dir, end > dir ? "/" : "", argv[0]);
+        if (n > 0 && (size_t)n < sizeof full) {
+            execve(full, argv, envp);
+            if (errno != ENOENT && errno != ENOTDIR)
+                err = errno; /* EACCES and the like win over "not found", as in execvp */
+        }
+        if (!*end)
+            break;
+        dir = end;
+    }
+    errno = err;
+}
+
 /* Everything `run` is told on its command line. */
 struct run_opts {
-    struct list cgroups, lowers, envs, hides, binds;
+    struct list cgroups, lowers, envs, hides, binds, devices, masks;
     const char *upper, *work, *merged, *hostname, *net, *cwd, *userns;
+    int read_only, privileged;
+    struct confinement confine;
     char **cmd;
 };
 
@@ -233,6 +401,9 @@ struct run_opts {
 #define NE_FSCONFIG_SET_FD 5
 #define NE_FSCONFIG_CMD_CREATE 6
 #define NE_MOUNT_ATTR_RDONLY 0x1ULL
+#define NE_MOUNT_ATTR_NOSUID 0x2ULL
+#define NE_MOUNT_ATTR_NODEV 0x4ULL
+#define NE_MOUNT_ATTR_NOEXEC 0x8ULL
 #define NE_MOUNT_ATTR_IDMAP 0x00100000ULL
 #define NE_AT_RECURSIVE 0x8000
 
@@ -250,11 +421,15 @@ struct bind_mount {
 /* Bind sources are cloned by the launcher, still the machine's root and in the machine's mount
  * namespace: root inside a userns host may not even be allowed to reach them. Each clone takes
  * the source's submounts too, all made private (a clone of a shared mount would otherwise
- * propagate mounts between the host and the machine), and ":ro" makes all of them read-only. */
-static void open_binds(struct list *specs, struct bind_mount *out)
+ * propagate mounts between the host and the machine), and ":ro" makes all of them read-only.
+ * Unless the host is privileged, every bind is `nodev` (a device node the host makes in a
+ * writable bind must not open a machine device), but for ":dev", a device node of `devices:`. */
+static void open_binds(struct list *specs, struct bind_mount *out, int privileged)
 {
-    struct ne_mount_attr rw = {.propagation = MS_PRIVATE};
-    struct ne_mount_attr ro = {.attr_set = NE_MOUNT_ATTR_RDONLY, .propagation = MS_PRIVATE};
+    unsigned long long nodev = privileged ? 0 : NE_MOUNT_ATTR_NODEV;
+    struct ne_mount_attr rw = {.attr_set = nodev, .propagation = MS_PRIVATE};
+    struct ne_mount_attr ro = {.attr_set = NE_MOUNT_ATTR_RDONLY | nodev, .propagation = MS_PRIVATE};
+    struct ne_mount_attr dev = {.attr_set = NE_MOUNT_ATTR_NOSUID | NE_MOUNT_ATTR_NOEXEC, .propagation = MS_PRIVATE};
 
     for (int i = 0; i < specs->n; i++) {
         char *spec = strdup(specs->items[i]);
@@ -271,7 +446,9 @@ static void open_binds(struct list *specs, struct bind_mount *out)
                                  NE_OPEN_TREE_CLONE | NE_AT_RECURSIVE | O_CLOEXEC);
         if (out[i].fd < 0)
             DIE("open_tree %s: %s", src, strerror(errno));
-        struct ne_mount_attr *attr = mode && strcmp(mode, "ro") == 0 ? &ro : &rw;
+        struct ne_mount_attr *attr = !mode || strcmp(mode, "rw") == 0 ? &rw : strcmp(mode, "ro") == 0 ? &ro : &dev;
+        if (mode && strcmp(mode, "dev") == 0 && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+            DIE("device %s is not a device node", src);
         if (syscall(SYS_mount_setattr, out[i].fd, "", AT_EMPTY_PATH | NE_AT_RECURSIVE, attr, sizeof *attr) < 0)
             DIE("bind of %s (mount_setattr): %s", src, strerror(errno));
         out[i].dst = dst;
@@ -279,12 +456,30 @@ static void open_binds(struct list *specs, struct bind_mount *out)
     }
 }
 
-static void attach_binds(const char *root, struct bind_mount *binds, int n)
+/* mkdir -p of an absolute path inside the host (we are past pivot_root: every symlink on the
+ * way resolves inside the host's own root). */
+static void make_parents(const char *path)
 {
-    char path[4096];
+    char buf[4096];
 
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        DIE("path too long: %.100s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        make_dir(buf, 0755);
+        *p = '/';
+    }
+}
+
+/* Attached once the host's root is "/" (after pivot_root), so a target's path, symlinks of the
+ * image included, is resolved inside the host and never lands on the machine. */
+static void attach_binds(struct bind_mount *binds, int n)
+{
     for (int i = 0; i < n; i++) {
-        snprintf(path, sizeof path, "%s%s", root, binds[i].dst);
+        const char *path = binds[i].dst;
+        make_parents(path);
         if (binds[i].is_dir)
             make_dir(path, 0755);
         else
@@ -426,7 +621,8 @@ static void fs_set_string(int fsfd, const char *key, const char *value)
 
 /* The host's overlay as a detached mount, made with our (the machine root's) credentials over
  * idmapped lower layers; PID 1 attaches it later from inside the user namespace. */
-static int make_overlay(struct list *lowers, const char *upper, const char *work, int userns_fd)
+static int make_overlay(struct list *lowers, const char *upper, const char *work, int userns_fd,
+                        unsigned int attrs)
 {
     int fsfd, mfd, layers[MAX_LIST];
 
@@ -446,7 +642,7 @@ static int make_overlay(struct list *lowers, const char *upper, const char *work
     fs_set_string(fsfd, "workdir", work);
     if (syscall(SYS_fsconfig, fsfd, NE_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         fs_die(fsfd, "create with upper", upper);
-    mfd = (int)syscall(SYS_fsmount, fsfd, NE_FSMOUNT_CLOEXEC, 0);
+    mfd = (int)syscall(SYS_fsmount, fsfd, NE_FSMOUNT_CLOEXEC, attrs);
     if (mfd < 0)
         DIE("mount overlay (fsmount): %s", strerror(errno));
     for (int i = 0; i < lowers->n; i++)
@@ -489,7 +685,7 @@ static void attach_overlay(int ovl_fd, const char *merged)
 }
 
 static void mount_overlay(struct list *lowers, const char *upper, const char *work,
-                          const char *merged)
+                          const char *merged, unsigned long flags)
 {
     char opts[8192];
     size_t off;
@@ -497,66 +693,109 @@ static void mount_overlay(struct list *lowers, const char *upper, const char *wo
     if (lowers->n == 0)
         DIE("no lower layer given");
     off = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
-    for (int i = 0; i < lowers->n; i++)
+    for (int i = 0; i < lowers->n && off < sizeof opts; i++)
         off += (size_t)snprintf(opts + off, sizeof opts - off, "%s%s", i ? ":" : "",
                                 lowers->items[i]);
-    snprintf(opts + off, sizeof opts - off, ",upperdir=%s,workdir=%s", upper, work);
-    do_mount("overlay", merged, "overlay", 0, opts);
+    if (off >= sizeof opts ||
+        (size_t)snprintf(opts + off, sizeof opts - off, ",upperdir=%s,workdir=%s", upper, work) >= sizeof opts - off)
+        DIE("overlay options longer than %zu bytes", sizeof opts);
+    do_mount("overlay", merged, "overlay", flags, opts);
 }
 
 /* A fresh read-only sysfs of the host's network namespace. In a user namespace the kernel gives
  * sysfs only for a network namespace that user namespace owns: a userns host on the machine's
  * network or on another host's (network: host or container:) sees that one's /sys, bound
  * read-only. */
-static void mount_sys(const char *path, int userns_foreign_net)
+static void mount_sys(const char *path, int userns_foreign_net, int privileged)
 {
-    if (mount("sysfs", path, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) == 0)
+    if (mount("sysfs", path, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (privileged ? 0 : MS_RDONLY), NULL) == 0)
         return;
     if (!(userns_foreign_net && errno == EPERM))
         DIE("mount sysfs on %s: %s", path, strerror(errno));
     do_mount("/sys", path, NULL, MS_BIND | MS_REC, NULL);
-    remount_ro(path);
+    if (!privileged)
+        remount_bind(path, MS_RDONLY);
 }
 
 /* The overlay root (mounted here, or made before the user namespace and attached here), fresh
  * /proc, /sys, /dev, /run, the binds, then pivot_root so that nothing of the machine's mount tree
  * stays reachable. Once in the overlay every path is relative to it ("."). */
+/* The kernel paths of --mask, --ro-path and --rw-path, once the host's root is "/". Each entry
+ * is "m:PATH", "r:PATH" or "w:PATH"; a path the kernel does not have is skipped. */
+static void restrict_paths(struct list *masks)
+{
+    for (int i = 0; i < masks->n; i++) {
+        const char *path = masks->items[i] + 2;
+        struct stat st;
+
+        if (lstat(path, &st) < 0)
+            continue;
+        switch (masks->items[i][0]) {
+        case 'm':
+            if (S_ISDIR(st.st_mode))
+                do_mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=500");
+            else
+                do_mount("/dev/null", path, NULL, MS_BIND, NULL);
+            break;
+        case 'r':
+            do_mount(path, path, NULL, MS_BIND | MS_REC, NULL);
+            remount_bind(path, MS_RDONLY);
+            break;
+        default: /* a bind inherits the read-only flag of the mount it comes from: clear it */
+            do_mount(path, path, NULL, MS_BIND, NULL);
+            remount_bind(path, 0);
+            break;
+        }
+    }
+}
+
+static void pivot_into_cwd(const char *merged)
+{
+    /* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
+     * the host's own tree (the runc trick, no put_old directory needed). */
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        DIE("pivot_root %s: %s", merged, strerror(errno));
+    if (umount2(".", MNT_DETACH) < 0)
+        DIE("detach old root: %s", strerror(errno));
+    if (chdir("/") < 0)
+        DIE("chdir /: %s", strerror(errno));
+}
+
+/* The overlay root (mounted here, or made before the user namespace and attached here), fresh
+ * /proc, /sys, /dev, /run, then pivot_root so that nothing of the machine's mount tree stays
+ * reachable. Until then every path is relative to the overlay ("."), and only names netemu-init
+ * makes itself are used; what the topology names (binds, hidden and masked paths) is mounted
+ * after pivot_root, where the host's own symlinks cannot lead out of it. */
 static void setup_rootfs(struct run_opts *o, int ovl_fd, struct bind_mount *binds)
 {
-    char path[4096];
+    unsigned long root_flags = (o->privileged ? 0 : MS_NODEV) | (o->read_only ? MS_RDONLY : 0);
 
     /* Private first: nothing mounted below may propagate back to the machine. */
     do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
     if (ovl_fd >= 0) {
         attach_overlay(ovl_fd, o->merged);
     } else {
-        mount_overlay(&o->lowers, o->upper, o->work, o->merged);
+        mount_overlay(&o->lowers, o->upper, o->work, o->merged, root_flags);
         if (chdir(o->merged) < 0)
             DIE("chdir %s: %s", o->merged, strerror(errno));
-    }
-
-    for (int i = 0; i < o->hides.n; i++) {
-        snprintf(path, sizeof path, ".%s", o->hides.items[i]);
-        if (access(path, F_OK) == 0)
-            do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m");
     }
     make_dir("proc", 0555);
     do_mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     make_dir("sys", 0555);
-    mount_sys("sys", o->userns && strcmp(o->net, "new") != 0);
-    setup_dev(".");
+    mount_sys("sys", o->userns && strcmp(o->net, "new") != 0, o->privileged);
+    if (o->privileged)
+        setup_machine_dev();
+    else
+        setup_dev(".");
     make_dir("run", 0755);
     do_mount("tmpfs", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k");
-    attach_binds(".", binds, o->binds.n);
+    pivot_into_cwd(o->merged);
 
-    /* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
-     * the host's own tree (the runc trick, no put_old directory needed). */
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        DIE("pivot_root %s: %s", o->merged, strerror(errno));
-    if (umount2(".", MNT_DETACH) < 0)
-        DIE("detach old root: %s", strerror(errno));
-    if (chdir("/") < 0)
-        DIE("chdir /: %s", strerror(errno));
+    for (int i = 0; i < o->hides.n; i++)
+        if (access(o->hides.items[i], F_OK) == 0)
+            do_mount("tmpfs", o->hides.items[i], "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m");
+    attach_binds(binds, o->binds.n);
+    restrict_paths(&o->masks);
 }
 
 static void loopback_up(void)
@@ -589,7 +828,7 @@ static pid_t start_cmd(char **argv, char **envp, const char *cwd, sigset_t *oldm
             fprintf(stderr, "netemu-init: chdir %s: %s\n", cwd, strerror(errno));
             _exit(126);
         }
-        execvpe(argv[0], argv, envp);
+        exec_in_host(argv, envp);
         fprintf(stderr, "netemu-init: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
@@ -646,6 +885,15 @@ static int pid1_loop(char **cmd, char **envp, const char *cwd)
     }
 }
 
+/* `value` with `tag` before (prefix) or after it, in new memory. */
+static char *tagged(const char *value, const char *tag, int prefix)
+{
+    char *out;
+    if (asprintf(&out, "%s%s", prefix ? tag : value, prefix ? value : tag) < 0)
+        DIE("out of memory");
+    return out;
+}
+
 static void parse_run(int argc, char **argv, struct run_opts *o)
 {
     o->net = "new";
@@ -655,10 +903,23 @@ static void parse_run(int argc, char **argv, struct run_opts *o)
             o->cmd = &argv[i + 1];
             break;
         }
+        if (!strcmp(a, "--read-only")) {
+            o->read_only = 1;
+            continue;
+        }
+        if (!strcmp(a, "--privileged")) {
+            o->privileged = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             DIE("option %s needs a value", a);
         char *v = argv[++i];
-        if (!strcmp(a, "--cgroup")) list_add(&o->cgroups, v);
+        if (parse_confinement(a, v, &o->confine)) continue;
+        else if (!strcmp(a, "--cgroup")) list_add(&o->cgroups, v);
+        else if (!strcmp(a, "--device")) list_add(&o->binds, tagged(v, ":dev", 0));
+        else if (!strcmp(a, "--mask")) list_add(&o->masks, tagged(v, "m:", 1));
+        else if (!strcmp(a, "--ro-path")) list_add(&o->masks, tagged(v, "r:", 1));
+        else if (!strcmp(a, "--rw-path")) list_add(&o->masks, tagged(v, "w:", 1));
         else if (!strcmp(a, "--lower")) list_add(&o->lowers, v);
         else if (!strcmp(a, "--env")) list_add(&o->envs, v);
         else if (!strcmp(a, "--hide")) list_add(&o->hides, v);
@@ -719,12 +980,13 @@ static int cmd_run(int argc, char **argv)
 
     parse_run(argc, argv, &o);
     join_cgroups(&o.cgroups);
-    open_binds(&o.binds, binds);
+    open_binds(&o.binds, binds, o.privileged);
     if (o.userns) {
         struct idrange ids;
         parse_idrange(o.userns, &ids);
         userns_fd = make_userns(&ids);
-        ovl_fd = make_overlay(&o.lowers, o.upper, o.work, userns_fd);
+        ovl_fd = make_overlay(&o.lowers, o.upper, o.work, userns_fd,
+                              (o.privileged ? 0 : NE_MOUNT_ATTR_NODEV) | (o.read_only ? NE_MOUNT_ATTR_RDONLY : 0));
         /* Reach the mount point while still the machine's root; unshare keeps us there. */
         if (chdir(o.merged) < 0)
             DIE("chdir %s: %s", o.merged, strerror(errno));
@@ -773,6 +1035,12 @@ static int cmd_run(int argc, char **argv)
         DIE("out of memory");
     for (int i = 0; i < o.envs.n; i++)
         envp[i] = o.envs.items[i];
+    confine(&o.confine, last_cap());
+    /* Not dumpable: /proc/1 then belongs to the machine's root, so root inside cannot open
+     * /proc/1/exe (this binary, a file of the machine) nor read PID 1's memory. The command's
+     * execve makes it dumpable again. */
+    if (!o.privileged && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        DIE("prctl PR_SET_DUMPABLE: %s", strerror(errno));
     dprintf(status_fd, "ok\n");
     close(status_fd);
     status_fd = -1;
@@ -785,6 +1053,7 @@ static int cmd_exec(int argc, char **argv)
 {
     static const char *ns_names[] = {"user", "ipc", "uts", "net", "pid", "cgroup", "mnt"};
     struct list cgroups = {0}, envs = {0};
+    struct confinement confinement = {0};
     const char *cwd = "/";
     char **cmd = NULL, path[256];
     int target = 0, i, fds[7], rootfd, tty = 0, joined_user = 0;
@@ -806,7 +1075,8 @@ static int cmd_exec(int argc, char **argv)
         if (i + 1 >= argc)
             DIE("option %s needs a value", a);
         char *v = argv[++i];
-        if (!strcmp(a, "--cgroup")) list_add(&cgroups, v);
+        if (parse_confinement(a, v, &confinement)) continue;
+        else if (!strcmp(a, "--cgroup")) list_add(&cgroups, v);
         else if (!strcmp(a, "--env")) list_add(&envs, v);
         else if (!strcmp(a, "--cwd")) cwd = v;
         else DIE("unknown option %s", a);
@@ -872,25 +1142,61 @@ static int cmd_exec(int argc, char **argv)
         DIE("signalfd: %s", strerror(errno));
 
     /* With --tty the terminal is made inside the host (its own devpts), as docker exec -t does,
-     * so the shell owns a controlling terminal of the host and job control works. */
-    int master = -1;
+     * so the shell owns a controlling terminal of the host and job control works. Without it, a
+     * terminal of the caller's never enters the host: each of stdin, stdout and stderr that is
+     * one is replaced by a pipe we copy, and the command starts a session of its own, with no
+     * controlling terminal. Otherwise root inside could read the caller's keystrokes, or push
+     * its own into the caller's shell (TIOCSTI), long after the command returned. */
+    struct channel ch[3];
+    int nch = 0, child_fd[3] = {-1, -1, -1};
     if (tty) {
-        master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
             DIE("open a pseudo-terminal in the host: %s", strerror(errno));
         copy_winsize(master);
+        ch[nch++] = (struct channel){master, STDOUT_FILENO, -1};
+        ch[nch++] = (struct channel){STDIN_FILENO, master, 4};
+    } else {
+        for (int fd = 0; fd < 3; fd++) {
+            int p[2];
+            if (!isatty(fd))
+                continue;
+            if (pipe2(p, O_CLOEXEC) < 0)
+                DIE("pipe: %s", strerror(errno));
+            child_fd[fd] = fd == 0 ? p[0] : p[1];
+            ch[nch++] = fd == 0 ? (struct channel){STDIN_FILENO, p[1], -1} : (struct channel){p[0], fd, -1};
+        }
     }
     pid_t pid = fork();
     if (pid < 0)
         DIE("fork: %s", strerror(errno));
+    int last = last_cap(); /* read now: once confined, /proc/sys may be another's */
     if (pid == 0) {
         sigprocmask(SIG_SETMASK, &old, NULL);
-        if (tty)
-            attach_terminal(master);
-        execvpe(cmd[0], cmd, envp);
+        if (tty) {
+            attach_terminal(ch[0].from);
+        } else {
+            for (int fd = 0; fd < 3; fd++)
+                if (child_fd[fd] >= 0 && dup2(child_fd[fd], fd) < 0)
+                    _exit(126);
+            setsid();
+        }
+        /* Not dumpable until execve: once confined, this process holds no more capabilities than
+         * root inside, which could otherwise open its /proc/PID/exe (this binary, a file of the
+         * machine) in the moment before the command replaces it. execve makes the command
+         * dumpable again. */
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+            DIE("prctl PR_SET_DUMPABLE: %s", strerror(errno));
+        confine(&confinement, last);
+        close_inherited();
+        exec_in_host(cmd, envp);
         fprintf(stderr, "netemu exec: %s: %s\n", cmd[0], strerror(errno));
         _exit(errno == ENOENT ? 127 : 126);
     }
+    for (int fd = 0; fd < 3; fd++)
+        if (child_fd[fd] >= 0)
+            close(child_fd[fd]); /* the child's ends: EOF reaches us once it (and its heirs) close them */
+    signal(SIGPIPE, SIG_IGN); /* a command that closed its stdin must not kill the relay */
     struct termios saved;
     int raw = tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
     if (raw) {
@@ -898,7 +1204,7 @@ static int cmd_exec(int argc, char **argv)
         cfmakeraw(&t);
         tcsetattr(STDIN_FILENO, TCSANOW, &t);
     }
-    int status = relay(pid, sfd, master);
+    int status = relay(pid, sfd, ch, nch);
     if (raw)
         tcsetattr(STDIN_FILENO, TCSANOW, &saved);
     return status;
@@ -940,15 +1246,28 @@ static int write_all(int fd, const char *buf, ssize_t n)
     return 0;
 }
 
-/* Forward signals to the command and, with a terminal, copy bytes both ways until it exits. */
-static int relay(pid_t pid, int sfd, int master)
+static void drain(struct channel *ch)
 {
-    struct pollfd fds[3] = {{sfd, POLLIN, 0}, {master, POLLIN, 0}, {master >= 0 ? STDIN_FILENO : -1, POLLIN, 0}};
+    char buf[8192];
+    ssize_t n;
+
+    fcntl(ch->from, F_SETFL, fcntl(ch->from, F_GETFL) | O_NONBLOCK); /* a background process may hold it */
+    while ((n = read(ch->from, buf, sizeof buf)) > 0)
+        write_all(ch->to, buf, n);
+}
+
+/* Forward signals to the command and copy the channels until it exits, then drain what it
+ * wrote last (the channels towards our own stdout and stderr). */
+static int relay(pid_t pid, int sfd, struct channel *ch, int nch)
+{
+    struct pollfd fds[4] = {{sfd, POLLIN, 0}};
     char buf[8192];
     int status = 0, done = 0;
 
+    for (int i = 0; i < nch; i++)
+        fds[i + 1] = (struct pollfd){ch[i].from, POLLIN, 0};
     while (!done) {
-        if (poll(fds, 3, -1) < 0) {
+        if (poll(fds, (nfds_t)nch + 1, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -959,36 +1278,35 @@ static int relay(pid_t pid, int sfd, int master)
                 if (si.ssi_signo == SIGCHLD) {
                     if (waitpid(pid, &status, WNOHANG) == pid)
                         done = 1;
-                } else if (si.ssi_signo == SIGWINCH && master >= 0) {
-                    copy_winsize(master);
+                } else if (si.ssi_signo == SIGWINCH) {
+                    for (int i = 0; i < nch; i++)
+                        if (ch[i].eof == 4)
+                            copy_winsize(ch[i].to);
                 } else {
                     kill(pid, (int)si.ssi_signo);
                 }
             }
         }
-        if (fds[1].revents & (POLLIN | POLLHUP)) {
-            ssize_t n = read(master, buf, sizeof buf);
-            if (n > 0)
-                write_all(STDOUT_FILENO, buf, n);
-            else
-                fds[1].fd = -1; /* EIO: every slave is closed */
-        }
-        if (fds[2].revents & (POLLIN | POLLHUP)) {
-            ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+        for (int i = 0; i < nch; i++) {
+            if (!(fds[i + 1].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            ssize_t n = read(ch[i].from, buf, sizeof buf);
             if (n > 0) {
-                write_all(master, buf, n);
-            } else {
-                write_all(master, "\x04", 1); /* end of input: the terminal's EOF */
-                fds[2].fd = -1;
+                write_all(ch[i].to, buf, n);
+                continue;
+            }
+            fds[i + 1].fd = -1; /* EOF, or EIO once every slave of a terminal is closed */
+            if (ch[i].eof >= 0) {
+                char byte = (char)ch[i].eof;
+                write_all(ch[i].to, &byte, 1);
+            } else if (ch[i].to > STDERR_FILENO) {
+                close(ch[i].to);
             }
         }
     }
-    /* The command is gone: drain what it wrote last. */
-    if (master >= 0) {
-        ssize_t n;
-        while ((n = read(master, buf, sizeof buf)) > 0)
-            write_all(STDOUT_FILENO, buf, n);
-    }
+    for (int i = 0; i < nch; i++)
+        if (ch[i].to <= STDERR_FILENO && fds[i + 1].fd >= 0)
+            drain(&ch[i]);
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
     return 128 + WTERMSIG(status);

@@ -1,0 +1,118 @@
+"""What a host may do, Docker's default model: its capabilities, seccomp filter, devices and the
+kernel paths it sees masked or read-only, turned into netemu-init's options.
+
+A default host keeps Docker's capabilities plus NET_ADMIN, and its seccomp filter refuses what
+Docker's default profile refuses. `privileged: true` gives every capability, no filter, the
+machine's /dev and writable /proc/sys and /sys: the machine's root in all but its namespaces.
+`cap_add` and `cap_drop` move single capabilities (a capability also unlocks the system calls
+the filter gates behind it, as in Docker), `devices` adds device nodes of the machine, and
+`read_only` mounts the root filesystem read-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from netemu.errors import InputError
+from netemu.linux import capabilities, devices, seccomp
+from netemu.topology.model import Node
+
+# Docker's masked paths: kernel state a container has no business reading (memory, keys,
+# timers, scheduler internals, firmware tables).
+MASKED = (
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+)  # fmt: skip
+# Docker's read-only paths: the machine's kernel settings and hardware.
+READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# Writable again below /proc/sys for a host with a network namespace of its own: those settings
+# are that namespace's (forwarding, rp_filter, ...), and routing daemons set them themselves.
+OWN_NET_WRITABLE = ("/proc/sys/net",)
+# Bind sources that would hand a host the machine itself.
+MACHINE_PATHS = ("/", "/proc", "/sys", "/dev")
+
+
+@dataclass(frozen=True)
+class Confinement:
+    privileged: bool
+    caps: int  # the capability mask a host's processes hold
+    seccomp: bytes | None  # the filter program; None: no filter
+    device_rules: tuple[devices.Rule, ...] | None  # None: every device (privileged)
+
+    def exec_args(self) -> list[str]:
+        """The options that confine a `netemu exec` process as the host's own are (none for a
+        privileged host: it keeps what the machine's root has)."""
+        if self.privileged:
+            return []
+        args = ["--caps", f"{self.caps:x}"]
+        if self.seccomp is not None:
+            args += ["--seccomp", self.seccomp.hex()]
+        return args
+
+    def record(self) -> dict[str, object]:
+        """What the lab's state keeps, for `netemu exec` later."""
+        return {"privileged": self.privileged, "caps": f"{self.caps:x}",
+                "seccomp": self.seccomp.hex() if self.seccomp is not None else None}
+
+
+def of(node: Node) -> Confinement:
+    caps = capabilities.host_set(node.privileged, node.cap_add, node.cap_drop)
+    if node.privileged:
+        return Confinement(True, caps, None, None)
+    held = set(capabilities.names_of(caps))
+    rules = (*devices.DEFAULT_RULES, *(device_rule(node, path) for path in node.devices))
+    return Confinement(False, caps, seccomp.program(held), rules)
+
+
+def device_rule(node: Node, path: str) -> devices.Rule:
+    try:
+        return devices.rule_for(path)
+    except FileNotFoundError:
+        raise InputError(f"node {node.name}: device {path} does not exist on this machine") from None
+    except ValueError as exc:
+        raise InputError(f"node {node.name}: {exc}") from None
+
+
+def from_record(extra: dict[str, object]) -> list[str]:
+    """netemu-init exec options from a lab's state (a lab made before confinement: none)."""
+    saved = extra.get("confinement")
+    if not isinstance(saved, dict) or saved.get("privileged"):
+        return []
+    args = ["--caps", str(saved["caps"])]
+    if saved.get("seccomp"):
+        args += ["--seccomp", str(saved["seccomp"])]
+    return args
+
+
+def run_args(node: Node, conf: Confinement) -> list[str]:
+    """netemu-init run options: the mounts of confinement, then the confinement itself."""
+    args: list[str] = []
+    if node.read_only:
+        args.append("--read-only")
+    for path in node.devices:
+        args += ["--device", f"{path}:{path}"]
+    if conf.privileged:
+        return [*args, "--privileged"]
+    for path in MASKED:
+        args += ["--mask", path]
+    for path in READ_ONLY:
+        args += ["--ro-path", path]
+    if node.network != "host":
+        for path in OWN_NET_WRITABLE:
+            args += ["--rw-path", path]
+    return [*args, *conf.exec_args()]
+
+
+def check_bind_source(node: Node, source: str, where: str) -> None:
+    """`/`, `/proc`, `/sys` and `/dev` (or a symlink to one of them, or a path below the last
+    three) as a bind source give the host the machine: only a privileged host may have them."""
+    if node.privileged:
+        return
+    real = Path(source).resolve()
+    for machine in MACHINE_PATHS:
+        if real == Path(machine) or (machine != "/" and Path(machine) in real.parents):
+            hint = " (use `devices:` for a device node)" if machine == "/dev" else ""
+            raise InputError(f"{where}nodes.{node.name}.binds: bind source {source} is the machine's "
+                             f"{machine}: only a `privileged: true` node may bind it{hint}")
+
