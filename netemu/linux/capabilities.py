@@ -42,11 +42,11 @@ def own_bounding_set() -> int:
     return (1 << len(NAMES)) - 1
 
 
-def host_set(privileged: bool, add: list[str], drop: list[str]) -> int:
+def host_set(privileged: bool, add: list[str], drop: list[str], default: list[str] | None = None) -> int:
     """Docker's rule: start from the default set (every capability when privileged), remove
     `cap_drop` (ALL empties it), then add `cap_add` (ALL gives every one)."""
     everything = own_bounding_set()
-    value = everything if privileged else mask(HOST_DEFAULT)
+    value = everything if privileged else mask(HOST_DEFAULT if default is None else default)
     if ALL in drop:
         value = 0
     value &= ~mask([n for n in drop if n != ALL])

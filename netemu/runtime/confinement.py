@@ -15,7 +15,7 @@ from pathlib import Path
 
 from netemu.errors import InputError
 from netemu.linux import capabilities, devices, seccomp
-from netemu.topology.model import Node
+from netemu.topology.model import Node, Topology
 
 # Docker's masked paths: kernel state a container has no business reading (memory, keys,
 # timers, scheduler internals, firmware tables).
@@ -36,6 +36,7 @@ MACHINE_PATHS = ("/", "/proc", "/sys", "/dev")
 @dataclass(frozen=True)
 class Confinement:
     privileged: bool
+    machine_net: bool  # the host is in the machine's network namespace (network: host, or a chain to one)
     caps: int  # the capability mask a host's processes hold
     seccomp: bytes | None  # the filter program; None: no filter
     device_rules: tuple[devices.Rule, ...] | None  # None: every device (privileged)
@@ -56,13 +57,27 @@ class Confinement:
                 "seccomp": self.seccomp.hex() if self.seccomp is not None else None}
 
 
-def of(node: Node) -> Confinement:
-    caps = capabilities.host_set(node.privileged, node.cap_add, node.cap_drop)
+def of(topo: Topology, node: Node) -> Confinement:
+    machine_net = on_machine_network(topo, node)
+    # NET_ADMIN is a default only over a network namespace of the host's own: in the machine's
+    # it would let the host change the machine's links, routes and firewall (as Docker's
+    # --network host gives no NET_ADMIN either). An explicit cap_add still gives it.
+    base = [name for name in capabilities.HOST_DEFAULT if not (machine_net and name == "NET_ADMIN")]
+    caps = capabilities.host_set(node.privileged, node.cap_add, node.cap_drop, base)
     if node.privileged:
-        return Confinement(True, caps, None, None)
+        return Confinement(True, machine_net, caps, None, None)
     held = set(capabilities.names_of(caps))
     rules = (*devices.DEFAULT_RULES, *(device_rule(node, path) for path in node.devices))
-    return Confinement(False, caps, seccomp.program(held), rules)
+    return Confinement(False, machine_net, caps, seccomp.program(held), rules)
+
+
+def on_machine_network(topo: Topology, node: Node) -> bool:
+    """`network: host`, or `container:X` where X (or the node X shares with, and so on) is."""
+    seen: set[str] = set()
+    while node.network.startswith("container:") and node.name not in seen:
+        seen.add(node.name)
+        node = topo.nodes[node.network.removeprefix("container:")]
+    return node.network == "host"
 
 
 def device_rule(node: Node, path: str) -> devices.Rule:
@@ -98,7 +113,7 @@ def run_args(node: Node, conf: Confinement) -> list[str]:
         args += ["--mask", path]
     for path in READ_ONLY:
         args += ["--ro-path", path]
-    if node.network != "host":
+    if not conf.machine_net:
         for path in OWN_NET_WRITABLE:
             args += ["--rw-path", path]
     return [*args, *conf.exec_args()]

@@ -124,7 +124,7 @@ def prepare_lab(topo: Topology) -> None:
 
 def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> tuple[Cgroup, rootfs.LayerDirs]:
     """The host's cgroup (with its limits) and its writable layer with /etc files injected."""
-    conf = confinement.of(node)
+    conf = confinement.of(topo, node)
     for bind in node.binds:
         confinement.check_bind_source(node, bind.source, f"{topo.path}:{node.line}: ")
     group = Cgroup(paths.cgroup_path(topo.name, node.name))
@@ -194,7 +194,7 @@ class Launch:
             argv += ["--bind", f"{bind.source}:{bind.target}:{'ro' if bind.readonly else 'rw'}"]
         for key, value in base_env(node).items():
             argv += ["--env", f"{key}={value}"]
-        self.confinement = confinement.of(node)
+        self.confinement = confinement.of(topo, node)
         argv += confinement.run_args(node, self.confinement)
         image = image_of(node)
         if image is not None and image.working_dir:

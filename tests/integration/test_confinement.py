@@ -293,6 +293,7 @@ def lab(mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         "evil-a": dict(keys),
         "evil-b": dict(keys),
         "nethost": {**keys, "network": "host"},
+        "onhost": {**keys, "network": "container:nethost"},  # the machine's network, one step removed
     }}  # fmt: skip
     with _running(topology, directory, env={SECRET: "xyz"}) as running:
         yield running
@@ -902,3 +903,71 @@ def test_a_read_only_host_writes_only_to_run_and_dev_shm(features: Lab) -> None:
     hosts = features.exec("ro", ["cat", "/etc/hosts"]).stdout.splitlines()
     assert "127.0.0.1\tlocalhost" in hosts and "10.79.0.1\tro" in hosts and "10.79.0.2\tpriv" in hosts, hosts
     assert features.exec("ro", ["cat", "/etc/hostname"]).stdout == "ro\n"
+
+
+# ---- found by a hostile review ------------------------------------------------------------------
+
+@pytest.mark.parametrize("node", ["nethost", "onhost"])
+def test_a_host_on_the_machine_s_network_cannot_change_it(mode: str, lab: Lab, node: str) -> None:
+    """No NET_ADMIN over the machine's network namespace (Docker's --network host has none
+    either), and its /proc/sys/net stays read-only, also through a container: chain."""
+    status = _status(_sh(lab, node, "cat /proc/self/status").stdout)
+    assert not status["CapEff"] >> 12 & 1, f"{node} holds NET_ADMIN over the machine's network"
+    link = f"ne{uuid.uuid4().hex[:8]}"
+    try:
+        made = _sh(lab, node, f"ip link add {link} type veth peer name {link}p")
+        assert made.returncode != 0, f"{node} made a link on the machine"
+        forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        wrote = _sh(lab, node, f"echo {forward} > /proc/sys/net/ipv4/ip_forward")
+        assert wrote.returncode != 0, f"{node} wrote the machine's net.ipv4.ip_forward"
+    finally:
+        subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
+
+
+def test_the_machine_s_device_nodes_cannot_be_changed_from_inside(mode: str, lab: Lab) -> None:
+    before = os.stat("/dev/null")
+    result = _sh(lab, "h1", "chmod 0600 /dev/null; chown 1:1 /dev/null; touch -d 2001-01-01 /dev/null")
+    after = os.stat("/dev/null")
+    assert (after.st_mode, after.st_uid, after.st_gid) == (before.st_mode, before.st_uid, before.st_gid), \
+        result.stderr
+    assert after.st_mtime == before.st_mtime or after.st_mtime > 978307200, "the machine's /dev/null was touched"
+    assert _sh(lab, "h1", "echo x > /dev/null && head -c 4 /dev/zero | wc -c").stdout.strip() == "4"
+
+
+def test_a_file_the_caller_redirects_to_stays_out_of_the_host(mode: str, lab: Lab, tmp_path: Path) -> None:
+    """`netemu exec ... > FILE`: the command writes to a pipe netemu copies into FILE; it cannot
+    chmod, chown or truncate the machine's file (a setuid binary for any local user)."""
+    out = tmp_path / "out.txt"
+    code = "import os; print(os.readlink('/proc/self/fd/1')); os.fchmod(1, 0o4755)"
+    with open(out, "w") as target:
+        subprocess.run([*NETEMU, "exec", lab.name, "h1", "--", "python3", "-c", code], stdout=target,
+                       stderr=subprocess.PIPE, cwd=ROOT, timeout=60, check=False)
+    assert stat.S_IMODE(out.stat().st_mode) & 0o7000 == 0 and out.stat().st_uid == 0
+    assert out.read_text().startswith("pipe:"), out.read_text()
+
+
+def test_netemu_exec_runs_from_a_sealed_copy_of_itself(mode: str, lab: Lab) -> None:
+    """The helper behind `netemu exec` is never the machine's netemu-init file: a command run as
+    "#!/proc/self/exe" gets the sealed copy in memory, which nobody can write."""
+    proc = subprocess.Popen([*NETEMU, "exec", lab.name, "h1", "--", "sleep", "30"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        helper = _netemu_init_child(proc.pid)
+        exe = os.readlink(f"/proc/{helper}/exe")
+        assert exe.startswith("/memfd:netemu-init"), exe
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _netemu_init_child(pid: int, wait: float = 10.0) -> int:
+    """`netemu exec` replaces itself with netemu-init: the same pid, once it has re-executed."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{pid}/exe").startswith("/memfd:"):
+                return pid
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} never ran netemu-init from memory: {os.readlink(f'/proc/{pid}/exe')}")

@@ -47,11 +47,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/statfs.h>
+#include <sys/sendfile.h>
 #include <sys/syscall.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -66,7 +69,20 @@
 #define MAX_LIST 256
 
 static void copy_winsize(int master);
+static void remount_bind(const char *path, unsigned long rdonly);
 static void attach_terminal(int master);
+/* Whether descriptor `fd` may be handed to a host's command as it is: an anonymous pipe (or
+ * nothing at all). A FIFO of a filesystem is a file of the machine: it does not. */
+static int passes_through(int fd)
+{
+    struct stat st;
+    struct statfs sfs;
+
+    if (fstat(fd, &st) < 0)
+        return 1;
+    return S_ISFIFO(st.st_mode) && fstatfs(fd, &sfs) == 0 && sfs.f_type == 0x50495045; /* PIPEFS_MAGIC */
+}
+
 /* One stream the exec helper copies while the command runs; at end of input `to` is closed
  * (eof < 0) or sent the byte `eof` (a terminal's ^D). */
 struct channel {
@@ -175,6 +191,7 @@ static void setup_dev(const char *root)
         snprintf(src, sizeof src, "/dev/%s", nodes[i]);
         make_file(path);
         do_mount(src, path, NULL, MS_BIND, NULL);
+        remount_bind(path, MS_RDONLY); /* the machine's node: chmod or chown inside must not reach it */
     }
     snprintf(path, sizeof path, "%s/dev/pts", root);
     make_dir(path, 0755);
@@ -429,7 +446,10 @@ static void open_binds(struct list *specs, struct bind_mount *out, int privilege
     unsigned long long nodev = privileged ? 0 : NE_MOUNT_ATTR_NODEV;
     struct ne_mount_attr rw = {.attr_set = nodev, .propagation = MS_PRIVATE};
     struct ne_mount_attr ro = {.attr_set = NE_MOUNT_ATTR_RDONLY | nodev, .propagation = MS_PRIVATE};
-    struct ne_mount_attr dev = {.attr_set = NE_MOUNT_ATTR_NOSUID | NE_MOUNT_ATTR_NOEXEC, .propagation = MS_PRIVATE};
+    /* Read-only too: I/O to a device works on a read-only mount, but chmod and chown of the
+     * machine's node do not. */
+    struct ne_mount_attr dev = {.attr_set = NE_MOUNT_ATTR_NOSUID | NE_MOUNT_ATTR_NOEXEC | NE_MOUNT_ATTR_RDONLY,
+                                .propagation = MS_PRIVATE};
 
     for (int i = 0; i < specs->n; i++) {
         char *spec = strdup(specs->items[i]);
@@ -734,8 +754,10 @@ static void restrict_paths(struct list *masks)
         case 'm':
             if (S_ISDIR(st.st_mode))
                 do_mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=500");
-            else
+            else {
                 do_mount("/dev/null", path, NULL, MS_BIND, NULL);
+                remount_bind(path, MS_RDONLY);
+            }
             break;
         case 'r':
             do_mount(path, path, NULL, MS_BIND | MS_REC, NULL);
@@ -1142,11 +1164,13 @@ static int cmd_exec(int argc, char **argv)
         DIE("signalfd: %s", strerror(errno));
 
     /* With --tty the terminal is made inside the host (its own devpts), as docker exec -t does,
-     * so the shell owns a controlling terminal of the host and job control works. Without it, a
-     * terminal of the caller's never enters the host: each of stdin, stdout and stderr that is
-     * one is replaced by a pipe we copy, and the command starts a session of its own, with no
-     * controlling terminal. Otherwise root inside could read the caller's keystrokes, or push
-     * its own into the caller's shell (TIOCSTI), long after the command returned. */
+     * so the shell owns a controlling terminal of the host and job control works. Without it,
+     * nothing of the caller's but an anonymous pipe enters the host: each of stdin, stdout and
+     * stderr that is a terminal, a file, a device or a socket is replaced by a pipe we copy, and
+     * the command starts a session of its own, with no controlling terminal. Otherwise root
+     * inside could read the caller's keystrokes or push its own into the caller's shell
+     * (TIOCSTI), or chmod and fill the machine's file that the caller redirected output to
+     * (a setuid binary for any local user). */
     struct channel ch[3];
     int nch = 0, child_fd[3] = {-1, -1, -1};
     if (tty) {
@@ -1159,7 +1183,7 @@ static int cmd_exec(int argc, char **argv)
     } else {
         for (int fd = 0; fd < 3; fd++) {
             int p[2];
-            if (!isatty(fd))
+            if (passes_through(fd))
                 continue;
             if (pipe2(p, O_CLOEXEC) < 0)
                 DIE("pipe: %s", strerror(errno));
@@ -1312,12 +1336,47 @@ static int relay(pid_t pid, int sfd, struct channel *ch, int nch)
     return 128 + WTERMSIG(status);
 }
 
+/* `exec` runs from a sealed copy of itself in memory, as runc does: its command starts from a
+ * fork of it, and a command that is a script starting "#!/proc/self/exe" would otherwise run
+ * this binary again inside the host, where root could hold on to it (/proc/PID/exe) and write
+ * the machine's netemu-init once no process runs it any more. A sealed memfd cannot be written
+ * by anyone. */
+static void run_sealed(char **argv)
+{
+    int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC), copy;
+    struct stat st;
+
+    if (self < 0)
+        DIE("open /proc/self/exe: %s", strerror(errno));
+    int seals = fcntl(self, F_GET_SEALS); /* EINVAL for a file of a filesystem */
+    if (seals != -1 && (seals & F_SEAL_WRITE)) {
+        close(self);
+        return;
+    }
+    copy = memfd_create("netemu-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (copy < 0 || fstat(self, &st) < 0)
+        DIE("memfd_create: %s", strerror(errno));
+    for (off_t done = 0; done < st.st_size;) {
+        ssize_t n = sendfile(copy, self, NULL, (size_t)(st.st_size - done));
+        if (n <= 0)
+            DIE("copy netemu-init into memory: %s", n < 0 ? strerror(errno) : "short read");
+        done += n;
+    }
+    if (fcntl(copy, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+        DIE("seal the copy of netemu-init: %s", strerror(errno));
+    close(self);
+    fexecve(copy, argv, environ);
+    DIE("run the sealed copy of netemu-init: %s", strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "run") == 0)
         return cmd_run(argc - 2, argv + 2);
-    if (argc >= 2 && strcmp(argv[1], "exec") == 0)
+    if (argc >= 2 && strcmp(argv[1], "exec") == 0) {
+        run_sealed(argv);
         return cmd_exec(argc - 2, argv + 2);
+    }
     fprintf(stderr, "usage: netemu-init run|exec ...\n");
     return 2;
 }
