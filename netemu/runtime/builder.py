@@ -167,7 +167,12 @@ class Builder:
 
     # networks and links --------------------------------------------------------------------
     def _create_bridges(self) -> None:
-        bridges = [net for net in self.topo.networks.values() if net.driver == "bridge"]
+        joined = [net for net in self.topo.networks.values() if net.bridge is not None]
+        for net in joined:
+            self.record["networks"][net.name] = {"bridge": uplinks.machine_bridge(self.topo, net),
+                                                 "machine_bridge": True, "gateways": [],
+                                                 "subnets": [str(s) for s in net.subnets]}
+        bridges = [net for net in self.topo.networks.values() if net.driver == "bridge" and net.bridge is None]
         for net in self.topo.networks.values():
             if net.driver == "macvlan":
                 uplinks.describe(self._host_socket(), net.uplink or "", net.name)  # the parent must exist
@@ -248,7 +253,7 @@ class Builder:
                                                 self._netns_pid(host_ep.node or ""), mtu=link.mtu)
                 return entry
             outer = paths.host_veth_name(self.topo.name, host_ep.node, host_ep.iface)
-            bridge = paths.bridge_name(self.topo.name, net_ep.network)
+            bridge = paths.network_bridge(self.topo.name, network)
             batch.add_veth(outer, host_ep.iface, peer_ns_pid=self._netns_pid(host_ep.node),
                            master=bridges[bridge], mtu=link.mtu)
             tags.append((outer, paths.alias(self.topo.name, f"link:{number}:{host_ep}")))

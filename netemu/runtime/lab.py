@@ -16,7 +16,7 @@ from netemu.errors import InputError, LabNotFound, MachineError
 from netemu.linux import procs
 from netemu.linux.initbin import init_binary
 from netemu.linux.netlink import Netlink
-from netemu.runtime import cleanup, firewall, hostsettings, paths, plan, state
+from netemu.runtime import cleanup, firewall, hostsettings, paths, plan, state, uplinks
 from netemu.runtime.builder import Builder
 from netemu.topology.model import Topology
 
@@ -49,6 +49,7 @@ def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
     require_kernel()
     _unsupported(topo)
     firewall.check_ports_free(topo)  # before the name is reserved: a refused `up` leaves no trace
+    uplinks.check_machine_networks(topo)
     init = init_binary()
     paths.private_lib_dirs()
     say = progress or (lambda _msg: None)
@@ -74,7 +75,8 @@ def _planned_links(topo: Topology) -> list[str]:
     """Names of the links `up` will make in the machine's namespace, recorded before any exists:
     the kernel tags a link only after creating it, so a crash in between leaves a link that only
     this list names."""
-    names = [paths.bridge_name(topo.name, n.name) for n in topo.networks.values() if n.driver == "bridge"]
+    names = [paths.bridge_name(topo.name, n.name) for n in topo.networks.values()
+             if n.driver == "bridge" and n.bridge is None]  # never the machine's own bridge
     for link in topo.links:
         nets = [topo.networks[ep.network] for ep in link.endpoints if ep.network]
         if nets and nets[0].driver == "bridge":

@@ -13,6 +13,7 @@ from netemu.errors import InputError, one_line
 from netemu.linux import files
 from netemu.topology._values import NAME_RE
 from netemu.topology.loader import LAB_NAME_MAX
+from netemu.topology.model import Network
 
 RUN_DIR = Path(os.environ.get("NETEMU_RUN_DIR", "/run/netemu"))  # state files and locks
 LIB_DIR = Path(os.environ.get("NETEMU_LIB_DIR", "/var/lib/netemu"))  # writable layers
@@ -103,6 +104,12 @@ def bridge_name(lab: str, network: str) -> str:
     # "." is in neither kind of name: lab "a" with network "b-c" and lab "a-b" with "c" differ.
     readable = f"ne-{lab}.{network}"
     return readable if len(readable) <= IFNAME_MAX else "ne-" + _short_hash(lab, network)[:12]
+
+
+def network_bridge(lab: str, network: Network) -> str:
+    """The bridge of a bridge-driver network: the machine's own one it joins (`bridge:`), or
+    the one netemu makes for it."""
+    return network.bridge if network.bridge is not None else bridge_name(lab, network.name)
 
 
 def host_veth_name(lab: str, node: str, iface: str) -> str:

@@ -36,7 +36,7 @@ NODE_KEYS = (
 )  # fmt: skip
 DEEP_MERGED = ("limits", "env", "sysctls", "extra_hosts")  # defaults merge into these key by key
 NETWORK_MODES = ("none", "bridge", "host")  # or container:<node>
-NETWORK_KEYS = ("subnet", "gateway", "nat", "uplink", "mtu", "driver")
+NETWORK_KEYS = ("subnet", "gateway", "nat", "uplink", "mtu", "driver", "bridge")
 EXPECTS = ("reachable", "unreachable", "refused")
 PROTOS = ("icmp", "tcp", "udp")
 CHECK_KEYS = ("from", "to", "expect", "proto", "port", "via", "seen_as", "within", "timeout")
@@ -344,6 +344,7 @@ def _networks(item: Item | None, nodes: dict[str, Node]) -> dict[str, Network]:
     assert item is not None
     networks: dict[str, Network] = {}
     uplinks: dict[str, str] = {}
+    joined: dict[str, str] = {}
     for name, entry in item.mapping().items():
         _check_name(entry, name, "network", NETWORK_NAME_MAX)
         if name in nodes:
@@ -354,6 +355,10 @@ def _networks(item: Item | None, nodes: dict[str, Node]) -> dict[str, Network]:
                 owner = uplinks[net.uplink]
                 entry.value["uplink"].fail(f"uplink {net.uplink} already belongs to network '{owner}'")
             uplinks[net.uplink] = name
+        if net.bridge is not None:
+            if net.bridge in joined:
+                entry.value["bridge"].fail(f"bridge {net.bridge} is already joined by network '{joined[net.bridge]}'")
+            joined[net.bridge] = name
     _check_network_overlaps(item, networks)
     return networks
 
@@ -377,7 +382,22 @@ def _network(name: str, entry: Item) -> Network:
             fields["mtu"].fail(f"mtu {net.mtu} is below 1280, the IPv6 minimum")
     if "driver" in fields:
         _driver(net, fields)
+    if "bridge" in fields:
+        _machine_bridge(net, fields)
     return net
+
+
+def _machine_bridge(net: Network, fields: dict[str, Item]) -> None:
+    """`bridge: NAME` joins a bridge the machine already has (containerlab's `kind: bridge`): the
+    hosts' veths become its ports, and nothing else of it is netemu's to change, so what would
+    change it (its addresses, its MTU, NAT through it, another interface in it) is refused."""
+    net.bridge = fields["bridge"].convert(values.iface)
+    for key in ("gateway", "nat", "mtu", "uplink"):
+        if key in fields:
+            fields[key].fail(f"'{key}' cannot be used with bridge: {net.bridge} (the machine's bridge is "
+                             "joined as it is; set its addresses and firewall on the machine)")
+    if net.driver != "bridge":
+        fields["driver"].fail("a network joining a machine bridge has the bridge driver")
 
 
 def _driver(net: Network, fields: dict[str, Item]) -> None:

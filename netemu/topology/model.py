@@ -77,6 +77,7 @@ class Network:
     mtu: int | None = None
     line: int | None = None
     driver: str = "bridge"  # or "macvlan": hosts get macvlan interfaces on the uplink
+    bridge: str | None = None  # an existing bridge of the machine, joined and never changed
 
 
 @dataclass(frozen=True)

@@ -311,3 +311,16 @@ def test_bad_file(path: Path) -> None:
     assert f":{line}:" in message
     assert fragment in message
     assert "\n" not in message
+
+
+def test_a_network_joins_a_machine_bridge_as_it_is() -> None:
+    topo = load_topology_text("name: x\nnodes: {a: {}}\nnetworks:\n  lan: {bridge: br-clab, subnet: 10.9.0.0/24}\n"
+                              "links:\n  - endpoints: [a:eth0, lan]\n    addresses: [10.9.0.5/24]\n")
+    assert topo.networks["lan"].bridge == "br-clab"
+    for extra, key in (("gateway: 10.9.0.1", "gateway"), ("nat: true", "nat"), ("mtu: 1400", "mtu"),
+                       ("uplink: eth9", "uplink")):
+        with pytest.raises(InputError, match=rf"<string>:4: networks\.lan\.{key}: '{key}' cannot be used with bridge"):
+            load_topology_text(f"name: x\nnodes: {{a: {{}}}}\nnetworks:\n  lan: {{bridge: br0, subnet: 10.9.0.0/24, "
+                               f"{extra}}}\n")
+    with pytest.raises(InputError, match="bridge br0 is already joined by network 'one'"):
+        load_topology_text("name: x\nnodes: {a: {}}\nnetworks:\n  one: {bridge: br0}\n  two: {bridge: br0}\n")
