@@ -9,11 +9,18 @@ NETEMU := $(VENV)/bin/netemu
 # Debian packages netemu and its tests use: Python, a C compiler and static libc (netemu-init),
 # iproute2, ping, nftables, procps, util-linux (setpriv, nsenter), kmod; FRRouting for the ospf lab
 # (it runs inside the lab's hosts only: the machine's own frr service is stopped and disabled);
-# graphviz draws `netemu graph -o x.svg|x.png`.
+# graphviz draws `netemu graph -o x.svg|x.png`; iptables, whose FORWARD chains netemu opens to its
+# bridges and tests/integration/test_firewall.py sets to DROP.
 DEB_PACKAGES := python3 python3-venv python3-pip gcc libc6-dev make iproute2 iputils-ping nftables busybox-static \
-	procps util-linux kmod frr graphviz
+	procps util-linux kmod frr graphviz iptables
+# dockerd for test_firewall.py, which starts a private one (own data root, socket and pidfile) and
+# stops it; a machine that has a dockerd already (docker-ce, which conflicts with docker.io) keeps
+# it. The package must never start the machine's own Docker: a dockerd that ran once leaves the
+# FORWARD policy at DROP. So it is installed without its recommends, with services kept from
+# starting (a policy-rc.d, unless the machine has one already), and its units disabled.
+DOCKER_PACKAGE := docker.io
 
-.PHONY: all deps frr-off venv run test lint unit bench clean-labs
+.PHONY: all deps frr-off docker-off venv run test lint unit bench clean-labs
 
 all: test
 
@@ -24,6 +31,16 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		if [[ " $$missing " == *" frr "* ]]; then $(MAKE) --no-print-directory frr-off; fi; \
 	fi
+	@if ! command -v dockerd >/dev/null && \
+		! dpkg-query -W -f '$${Status}' $(DOCKER_PACKAGE) 2>/dev/null | grep -q 'ok installed'; then \
+		echo "installing Debian package $(DOCKER_PACKAGE) (its service stays off)"; \
+		rc=/usr/sbin/policy-rc.d; own=; \
+		if [ ! -e $$rc ]; then printf '#!/bin/sh\nexit 101\n' > $$rc && chmod 755 $$rc && own=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(DOCKER_PACKAGE) >/dev/null; status=$$?; \
+		if [ -n "$$own" ]; then rm -f $$rc; fi; \
+		$(MAKE) --no-print-directory docker-off; exit $$status; \
+	fi
 
 # The frr package starts and enables frr.service on the machine; netemu only runs FRR inside lab hosts.
 frr-off:
@@ -31,6 +48,15 @@ frr-off:
 	else \
 		if [ -x /etc/init.d/frr ]; then /etc/init.d/frr stop; fi; \
 		if command -v systemctl; then systemctl disable frr; elif command -v update-rc.d; then update-rc.d frr disable; fi; \
+	fi; } >/dev/null 2>&1 || true
+
+# Docker's units off at boot too (the package enables them); only the test starts a dockerd.
+docker-off:
+	@{ if [ -d /run/systemd/system ]; then systemctl disable --now docker.service docker.socket; \
+	else \
+		if [ -x /etc/init.d/docker ]; then /etc/init.d/docker stop; fi; \
+		if command -v systemctl; then systemctl disable docker.service docker.socket; fi; \
+		if command -v update-rc.d; then update-rc.d docker disable; fi; \
 	fi; } >/dev/null 2>&1 || true
 
 $(VENV)/.installed: pyproject.toml netemu/linux/init/netemu-init.c

@@ -481,8 +481,8 @@ def image() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def image_import(file: str, name: str | None, max_size: str | None, quiet: bool) -> None:
     """Import FILE: a docker save archive, or an OCI image layout (tar or directory)."""
-    from netemu.linux import images
-    from netemu.runtime.lab import require_root
+    from netemu import images
+    from netemu.linux.privilege import require_root
 
     require_root()
     max_bytes = None if max_size is None else _parse(images.parse_size, max_size, "--max-size")
@@ -496,7 +496,7 @@ def image_ls(fmt: str) -> None:
     """List the imported images."""
     from dataclasses import asdict
 
-    from netemu.linux import images
+    from netemu import images
 
     infos = images.list_images()
     if fmt == "json":
@@ -510,8 +510,8 @@ def image_ls(fmt: str) -> None:
 @click.argument("names", nargs=-1, required=True)
 def image_rm(names: tuple[str, ...]) -> None:
     """Remove images, and every layer no other image uses; refused while a lab uses one."""
-    from netemu.linux import images
-    from netemu.runtime.lab import require_root
+    from netemu import images
+    from netemu.linux.privilege import require_root
     from netemu.runtime.nodes import labs_using_image
 
     require_root()
@@ -639,6 +639,7 @@ def main() -> None:
         sys.exit(130)
     except NetemuError as e:
         click.echo(f"netemu: {e}", err=True)
+        _notes(e)
         sys.exit(e.exit_code)
     except PermissionError as e:
         if os.geteuid() == 0:
@@ -647,11 +648,18 @@ def main() -> None:
         click.echo(f"netemu: {e.filename or 'that'}: permission denied: netemu needs root (run it with sudo)",
                    err=True)
         sys.exit(MachineError.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         click.echo("netemu: interrupted", err=True)
+        _notes(e)
         sys.exit(130)
     except Exception as e:
         _internal_error(e)
+
+
+def _notes(e: BaseException) -> None:
+    """What happened afterwards (a rollback that did not finish), one line each."""
+    for note in getattr(e, "__notes__", ()):
+        click.echo(f"netemu: {note}", err=True)
 
 
 def _internal_error(e: Exception) -> NoReturn:
@@ -659,6 +667,7 @@ def _internal_error(e: Exception) -> NoReturn:
     if os.environ.get("NETEMU_DEBUG"):
         traceback.print_exc()
     click.echo(f"netemu: internal error: {type(e).__name__}: {e} (NETEMU_DEBUG=1 shows the traceback)", err=True)
+    _notes(e)
     sys.exit(4)
 
 

@@ -53,8 +53,7 @@ def netemu_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """The running lab of the test's @pytest.mark.topology file, taken down after the test."""
     from netemu.api import Lab
     from netemu.errors import NetemuError
-    from netemu.topology import _values, load_topology
-    from netemu.topology.loader import LAB_NAME_MAX
+    from netemu.topology import LAB_NAME_MAX, check_name, load_topology
 
     marker = request.node.get_closest_marker("topology")
     if marker is None:
@@ -63,7 +62,7 @@ def netemu_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     try:
         topology = load_topology(_topology_path(request, marker))
         if marker.kwargs.get("name"):
-            topology.name = _values.name(str(marker.kwargs["name"]), "lab", LAB_NAME_MAX)
+            topology.name = check_name(str(marker.kwargs["name"]), "lab", LAB_NAME_MAX)
         lab = Lab.up(topology)
     except (NetemuError, ValueError) as exc:  # a bad file or a machine that cannot: one readable line
         pytest.fail(f"netemu could not bring up the lab: {exc}", pytrace=False)

@@ -20,8 +20,7 @@ import yaml
 from hypothesis import strategies as st
 
 from netemu.runtime import paths
-from netemu.topology import Topology
-from netemu.topology._values import NAME_RE
+from netemu.topology import NAME_RE, Topology
 from netemu.topology.loader import NODE_KEYS
 
 # --- values -----------------------------------------------------------------------------------

@@ -78,6 +78,38 @@ def nft_tables() -> set[str]:
         return set()
 
 
+def forward_rules() -> set[str]:
+    """Rules tagged netemu: in the machine's firewalls outside netemu's own tables: iptables and
+    ip6tables of both backends (the legacy one only when the kernel holds its filter table:
+    asking would create it), and native nftables chains ("TABLE: RULE")."""
+    found = set()
+    for family, save in (("ip", "iptables"), ("ip6", "ip6tables")):
+        backends = ["nft"]
+        names = Path(f"/proc/net/{family}_tables_names")
+        if names.exists() and "filter" in names.read_text().split():
+            backends.append("legacy")
+        for backend in backends:
+            try:
+                text = _run(f"{save}-{backend}-save", "-t", "filter")
+            except (OSError, subprocess.CalledProcessError):
+                continue
+            found.update(f"{save}-{backend}: {line}" for line in text.splitlines() if '--comment "netemu:' in line)
+    table = ""
+    for line in nft_ruleset().splitlines():
+        if line.startswith("table "):
+            table = line.rstrip(" {")
+        elif 'comment "netemu:' in line and not line.strip().startswith("comment ") and "netemu-" not in table:
+            found.add(f"{table}: {line.strip()}")
+    return found
+
+
+def nft_ruleset() -> str:
+    try:
+        return _run("nft", "list", "ruleset")
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def snapshot() -> dict[str, set[str]]:
     """Everything that must be identical before a lab and after its removal."""
     return {
@@ -88,6 +120,7 @@ def snapshot() -> dict[str, set[str]]:
         "mounts": mounts(),
         "state": state_entries(),
         "nft": nft_tables(),
+        "forward rules": forward_rules(),
     }
 
 
@@ -102,6 +135,7 @@ def leftovers() -> dict[str, set[str]]:
         "state": {s for s in state_entries() if s != "run:host-sysctls.json"} | (
             {"run:host-sysctls.json"} if (RUN_DIR / "host-sysctls.json").exists() else set()),
         "nft": nft_tables(),
+        "forward rules": forward_rules(),
     }
 
 

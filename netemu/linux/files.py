@@ -8,6 +8,7 @@ it is next used."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -77,3 +78,18 @@ def write_file(target: Path, data: bytes, *, mode: int = PRIVATE_FILE, tmp: Path
         os.close(fd)
     if tmp != target:
         os.replace(tmp, target)
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """Rename `source` to `target`, or FileExistsError if `target` exists: rename(2) would
+    silently replace an empty directory. renameat2(RENAME_NOREPLACE) since Linux 3.15 (tmpfs 3.17)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_noreplace_flag = -100, 1
+    if libc.renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_noreplace_flag) == 0:
+        return
+    code = ctypes.get_errno()
+    if code == errno.EEXIST:
+        raise FileExistsError(code, os.strerror(code), str(target))
+    raise OSError(code, os.strerror(code), str(source))

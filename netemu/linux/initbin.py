@@ -1,7 +1,9 @@
 """Build, check and locate netemu-init, the static helper that is every host's PID 1.
 
-The C source ships inside the package; the binary is compiled once per source version into
-/var/lib/netemu/bin, named by the source's hash (so an upgrade rebuilds it), next to a sidecar
+The C source ships inside the package and is compiled with options.h, which initargs makes from
+its table of netemu-init's options (`cc -include`). The binary is compiled once per version of
+the two into /var/lib/netemu/bin, named by their hash (so an upgrade, or a change of the table,
+rebuilds it), next to a sidecar
 file `NAME.sha256` holding the binary's own sha256. netemu runs it as root, so it is trusted
 only when the binary and its sidecar are root's and writable by root alone, so is every
 directory above them, and the binary's bytes hash to what the sidecar says. Anything else is
@@ -22,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from netemu.errors import MachineError
-from netemu.linux import files
+from netemu.linux import files, initargs
 
 LIB_DIR = Path(os.environ.get("NETEMU_LIB_DIR", "/var/lib/netemu"))
 BIN_DIR = LIB_DIR / "bin"
@@ -35,24 +37,35 @@ _HEX = re.compile(rb"[0-9a-f]{64}\n?")
 _TMP_PID = re.compile(r"\.tmp(\d+)")
 
 
-def _source() -> bytes:
-    return resources.files("netemu.linux").joinpath("init/netemu-init.c").read_bytes()
+def sources() -> tuple[bytes, bytes]:
+    """What netemu-init is built from: options.h (from initargs' table) and netemu-init.c."""
+    source = resources.files("netemu.linux").joinpath("init/netemu-init.c").read_bytes()
+    return initargs.c_header().encode(), source
+
+
+def source_digest(header: bytes, source: bytes) -> str:
+    """The sha256 of both texts, each after its length: which text ends where is part of it."""
+    digest = hashlib.sha256()
+    for text in (header, source):
+        digest.update(b"%d\n" % len(text))
+        digest.update(text)
+    return digest.hexdigest()
 
 
 def init_binary() -> Path:
     """The path of a trusted netemu-init built from this package's source, building it if needed."""
-    source = _source()
-    target = BIN_DIR / f"netemu-init-{hashlib.sha256(source).hexdigest()[:16]}"
+    header, source = sources()
+    target = BIN_DIR / f"netemu-init-{source_digest(header, source)[:16]}"
     if _dirs_private() and _trusted(target):
         return target
-    compiler = _compiler()  # first: a machine without one gets nothing written
+    cc = compiler()  # first: a machine without one gets nothing written
     _make_dirs()
     with _build_lock():
         if _trusted(target):  # built by another process while we waited, or only a directory was loose
             return target
         _remove_leftovers(target)
         try:
-            return _compile(compiler, source, target)  # replaces an untrusted binary in one rename
+            return _compile(cc, header, source, target)  # replaces an untrusted binary in one rename
         except BaseException:
             for path in (target, sidecar(target)):  # never left for anyone to run
                 path.unlink(missing_ok=True)
@@ -136,7 +149,7 @@ def _digest(path: Path) -> str | None:
 
 
 # building ---------------------------------------------------------------------------------------
-def _compiler() -> str:
+def compiler() -> str:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise MachineError("building netemu-init needs a C compiler: install gcc and libc6-dev")
@@ -170,21 +183,30 @@ def _remove_leftovers(target: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _compile(compiler: str, source: bytes, target: Path) -> Path:
-    # Per-process names: an older netemu, which takes no lock, may be compiling here too, and one
-    # rewriting a shared source file under another's compiler makes it fail.
-    src = target.with_name(target.name + f".tmp{os.getpid()}.c")
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    files.write_file(src, source)
-    # Static, so that a host whose image has no libc still gets a working PID 1.
-    result = subprocess.run(
-        [compiler, "-static", "-O2", "-o", str(tmp), str(src)], capture_output=True, text=True
-    )
-    src.unlink(missing_ok=True)
+def compile_to(cc: str, output: Path, header: bytes, source: bytes) -> None:
+    """Compile netemu-init into `output`, its two texts written beside it (OUTPUT.h, OUTPUT.c)
+    and removed after. No trust is involved: tests build one of their own with it."""
+    src, hdr = output.with_name(output.name + ".c"), output.with_name(output.name + ".h")
+    try:
+        files.write_file(hdr, header)
+        files.write_file(src, source)
+        # Static, so that a host whose image has no libc still gets a working PID 1.
+        result = subprocess.run([cc, "-static", "-O2", "-include", str(hdr), "-o", str(output), str(src)],
+                                capture_output=True, text=True)
+    finally:
+        src.unlink(missing_ok=True)
+        hdr.unlink(missing_ok=True)
     if result.returncode != 0:
-        tmp.unlink(missing_ok=True)
+        output.unlink(missing_ok=True)
         last_line = (result.stderr.strip().splitlines() or ["compiler failed"])[-1]
         raise MachineError(f"cannot build netemu-init (is libc6-dev installed?): {last_line}")
+
+
+def _compile(cc: str, header: bytes, source: bytes, target: Path) -> Path:
+    # Per-process names: an older netemu, which takes no lock, may be compiling here too, and one
+    # rewriting a shared source file under another's compiler makes it fail.
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    compile_to(cc, tmp, header, source)
     os.chmod(tmp, BINARY_MODE)  # the compiler's mode went through the umask: 0777 under umask 000
     with open(tmp, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()

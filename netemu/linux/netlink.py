@@ -2,6 +2,11 @@
 what a running lab changes (links up and down, uplinks, macvlans) and what `inspect` reads.
 Building and removing a lab goes through the batched netemu.linux.rtnl instead.
 
+Links are changed by name (a lookup by name, never a dump). The whole-namespace reads (links,
+addresses, routes) are for a host's namespace, which only netemu and the host change: the
+machine's namespace, where other tools add and remove links at any time, is read through
+rtnl's lookups by name and its settling dumps.
+
 Every object netemu creates in the machine's namespace carries an interface alias starting
 with ALIAS_PREFIX: that tag, not the name alone, is what `clean` trusts."""
 
@@ -108,9 +113,6 @@ class Netlink:
                 admin_up=bool(msg["flags"] & IFF_UP),
             ))
         return result
-
-    def tagged_links(self, alias_prefix: str = ALIAS_PREFIX) -> list[LinkInfo]:
-        return [link for link in self.links() if link.alias.startswith(alias_prefix)]
 
     # addresses and routes ----------------------------------------------------------------
     def add_address(self, name: str, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:

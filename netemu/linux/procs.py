@@ -1,4 +1,5 @@
-"""Processes: liveness and waiting for exit without being the parent (pidfd)."""
+"""Processes: liveness (of a pid, and of a pid with the start time it had) and waiting for exit
+without being the parent (pidfd)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import contextlib
 import os
 import select
 import signal
+from collections.abc import Mapping
+from typing import Any
 
 
 def alive(pid: int) -> bool:
@@ -31,6 +34,19 @@ def start_time(pid: int) -> int | None:
             return int(f.read().rsplit(")", 1)[1].split()[19])
     except (FileNotFoundError, IndexError, ValueError):
         return None
+
+
+def is_running(pid: int | None, started: int | None) -> bool:
+    """Whether `pid` still runs and is the process that had start time `started`: a pid alone
+    may have been given to another process since it was recorded."""
+    if not pid:
+        return False
+    return alive(pid) and start_time(pid) == started
+
+
+def node_alive(info: Mapping[str, Any]) -> bool:
+    """Whether a lab record's host entry (its "pid" and "start_time") names a running process."""
+    return is_running(info.get("pid"), info.get("start_time"))
 
 
 def kill_and_wait(pids: list[int], timeout: float = 10.0) -> None:

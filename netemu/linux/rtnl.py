@@ -6,16 +6,26 @@ thousand requests, so the hot path of `up` and `down` encodes the few message ki
 here and lets the kernel process them back to back. Everything else uses netemu.linux.netlink.
 
 Each request keeps a description, so a refused one is reported as e.g.
-"add veth nv1234 (peer eth0): File exists", with the kernel's extended-ack text when it has one."""
+"add veth nv1234 (peer eth0): File exists", with the kernel's extended-ack text when it has one.
+
+Reading the machine's namespace never depends on one dump of all its links: other tools add and
+remove links there at any time, and the kernel then flags a dump as interrupted (NLM_F_DUMP_INTR).
+Links are looked up by what netemu knows: by name (RTM_GETLINK with IFLA_IFNAME, many in flight
+at once), in dumps the kernel filters by kind or master, and, where only the alias tells (no
+kernel filter exists for it), by `settled_links`: dumps repeated until one is whole or two in a
+row agree on the links asked for, each then verified by name."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
 import socket
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from netemu.linux import namespaces
 
@@ -29,30 +39,35 @@ NLM_F_DUMP = 0x300
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_ACK_TLVS = 0x200  # in an error message: extended-ack attributes follow
-NLM_F_DUMP_INTR = 0x10  # a dump the kernel says was disturbed by a change: do it again
+NLM_F_DUMP_INTR = 0x10  # a dump the kernel says was disturbed by a change: it may lack entries
+NLM_F_DUMP_FILTERED = 0x20  # the kernel applied the dump request's filter itself
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12  # dump requests' filters are honoured (address and route dumps by link)
 NLMSGERR_ATTR_MSG = 1
 NLA_F_NESTED = 0x8000
 # <linux/rtnetlink.h>
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR = 20
-RTM_NEWROUTE = 24
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTN_UNICAST = 1
 # <linux/if_link.h>
 IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 3, 4, 10, 18, 20, 28
+IFLA_EXT_MASK = 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3  # answers without the counters: a quarter smaller
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
 # <linux/if_addr.h>
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 IFA_F_NODAD = 0x02
 # <linux/rtnetlink.h> route attributes
-RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg
@@ -62,10 +77,13 @@ _ATTR = struct.Struct("=HH")  # rtattr
 RECV_BUFFER = 1 << 20
 SOCKET_BUFFER = 8 << 20
 ANSWER_TIMEOUT = 60.0
-DUMP_ATTEMPTS = 10
+SETTLE_ATTEMPTS = 50  # dumps of a namespace that keeps changing, before giving up
 SEND_CHUNK = 64 << 10  # bytes per sendmsg(2): well inside the socket's send buffer
+LOOKUP_CHUNK = 256  # lookups by name in flight at once: their answers fit the receive buffer
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 
 class RtnlError(OSError):
@@ -116,6 +134,35 @@ class Link:
     kind: str
     master: int | None
     up: bool
+    flags: int = 0
+    mtu: int = 0
+
+    @property
+    def state(self) -> str:
+        """"up" when set up and with carrier, else "down". From the flags, which change at once,
+        not the operational state, which the kernel settles up to a second later."""
+        return "up" if self.flags & IFF_UP and self.flags & IFF_LOWER_UP else "down"
+
+
+@dataclass(frozen=True)
+class Address:
+    index: int
+    interface: IPInterface
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: IPNetwork  # 0.0.0.0/0 or ::/0 for a default route
+    oif: int | None
+    gateway: str | None
+    table: int
+
+
+@dataclass
+class Dump:
+    payloads: list[bytes]
+    interrupted: bool  # NLM_F_DUMP_INTR: a concurrent change; entries may be missing or doubled
+    filtered: bool  # NLM_F_DUMP_FILTERED: the kernel applied the request's filter
 
 
 class Socket:
@@ -140,6 +187,8 @@ class Socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
             sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # errors without the request echoed
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)  # and with the kernel's reason
+            with contextlib.suppress(OSError):  # before Linux 4.20 the kernel filters less, not wrongly
+                sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
             sock.settimeout(ANSWER_TIMEOUT)  # a request whose answer never comes must not hang `up`
         except OSError:
             sock.close()
@@ -159,35 +208,144 @@ class Socket:
         self.seq += 1
         return self.seq
 
-    def links(self) -> list[Link]:
-        """Every link of the namespace, in one dump (again, if a concurrent change interrupted it:
-        the kernel then flags it, and it may have skipped links)."""
-        for _ in range(DUMP_ATTEMPTS):
-            found, interrupted = self._dump_links()
-            if not interrupted:
-                return found
-        raise RtnlError(errno.EINTR, "list links: the dump kept being interrupted by changes")
-
-    def _dump_links(self) -> tuple[list[Link], bool]:
+    # dumps ------------------------------------------------------------------------------
+    def _dump(self, request: int, body: bytes, what: str) -> Dump:
+        """One dump: every answer's payload, and what the kernel flagged on them."""
         seq = self.next_seq()
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        self.sock.send(_HEADER.pack(_HEADER.size + len(body), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-                       + body)
-        found: list[Link] = []
-        interrupted = False
+        self.sock.send(message(request, NLM_F_DUMP, seq, body))
+        dump = Dump([], False, False)
         while True:
-            data = self.recv()
-            for kind, flags, msg_seq, payload in _messages(data):
+            for kind, flags, msg_seq, payload in _messages(self.recv()):
                 if msg_seq != seq:
-                    continue
-                interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                    continue  # a late answer to an earlier request
+                dump.interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                dump.filtered |= bool(flags & NLM_F_DUMP_FILTERED)
                 if kind in (NLMSG_DONE, NLMSG_ERROR):
                     code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
                     if code:
-                        raise RtnlError(code, f"list links: {os.strerror(code)}")
-                    return found, interrupted
+                        raise RtnlError(code, f"{what}: {os.strerror(code)}")
+                    return dump
+                dump.payloads.append(payload)
+
+    def _settled(self, dump: Callable[[], tuple[list[T], bool]], key: Callable[[list[T]], object],
+                 what: str) -> list[T]:
+        """What `dump` returns once it is whole (not interrupted), or once two dumps in a row agree
+        on `key` of it: a change elsewhere interrupts every dump of a busy namespace, but what
+        we look for, which only netemu changes, stays the same from one dump to the next."""
+        previous: object = _NOTHING
+        for _ in range(SETTLE_ATTEMPTS):
+            found, interrupted = dump()
+            summary = key(found)
+            if not interrupted or summary == previous:
+                return found
+            previous = summary
+        raise RtnlError(errno.EAGAIN, f"{what}: {SETTLE_ATTEMPTS} dumps in a row were interrupted by other "
+                                      "changes and no two of them agreed")
+
+    def dump_links(self, *, kind: str | None = None, master: int | None = None) -> tuple[list[Link], bool]:
+        """One dump of the links of a `kind` and/or of a bridge `master`, filtered by the kernel
+        (Linux 4.19 and later; here too, for older ones); and whether it was interrupted."""
+        dump = self._dump(RTM_GETLINK, link_dump_body(kind, master), "list links")
+        found = [_parse_link(payload) for payload in dump.payloads]
+        found = [link for link in found
+                 if (kind is None or link.kind == kind) and (master is None or link.master == master)]
+        return found, dump.interrupted
+
+    def settled_links(self, select: Callable[[Link], bool], *, kinds: Iterable[str | None] = (None,),
+                      key: Callable[[list[Link]], object] | None = None) -> list[Link]:
+        """The links `select` picks, from dumps of each of `kinds` (None: every kind), repeated
+        until they settle (see _settled; by default on the links picked). The answer may be a
+        moment old, and an interrupted dump may name a link twice: verify with links_by_name."""
+        kinds = tuple(kinds)
+
+        def dump() -> tuple[list[Link], bool]:
+            picked, interrupted = [], False
+            for kind in kinds:
+                found, cut = self.dump_links(kind=kind)
+                picked += [link for link in found if select(link)]
+                interrupted |= cut
+            return picked, interrupted
+
+        return self._settled(dump, key or _link_key, "list links")
+
+    def links(self) -> list[Link]:
+        """Every link of the namespace: only for a host's namespace, which netemu alone changes.
+        The machine's is read by name, by kind or master, or through settled_links."""
+        return self._settled(lambda: self.dump_links(), _link_key, "list links")
+
+    def index_by_name(self) -> dict[str, int]:
+        """Every link's index by name (of a host's namespace: see links())."""
+        return {link.name: link.index for link in self.links()}
+
+    def addresses(self, index: int | None = None) -> list[Address]:
+        """The namespace's addresses (those of link `index`), from dumps that settle (see
+        _settled): addresses change rarely, but every link added or removed interrupts their dump."""
+        def dump() -> tuple[list[Address], bool]:
+            body = _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, index or 0)
+            found = self._dump(RTM_GETADDR, body, "list addresses")
+            parsed = [_parse_address(payload) for payload in found.payloads]
+            return [a for a in parsed if a and (index is None or a.index == index)], found.interrupted
+
+        return self._settled(dump, frozenset, "list addresses")
+
+    def routes(self, table: int = RT_TABLE_MAIN) -> list[Route]:
+        """The IPv4 and IPv6 routes of one table, from dumps that settle (see addresses())."""
+        def dump() -> tuple[list[Route], bool]:
+            found: list[Route] = []
+            interrupted = False
+            for family in (socket.AF_INET, socket.AF_INET6):
+                body = _RTMSG.pack(family, 0, 0, 0, table, 0, 0, 0, 0)
+                answer = self._dump(RTM_GETROUTE, body, "list routes")
+                found += [r for r in map(_parse_route, answer.payloads) if r and r.table == table]
+                interrupted |= answer.interrupted
+            return found, interrupted
+
+        return self._settled(dump, frozenset, "list routes")
+
+    # lookups by name ----------------------------------------------------------------------
+    def link(self, name: str) -> Link | None:
+        """The link named `name` (RTM_GETLINK by IFLA_IFNAME: no dump), None if there is none."""
+        return self.links_by_name([name]).get(name)
+
+    def index(self, name: str) -> int:
+        link = self.link(name)
+        if link is None:
+            raise RtnlError(errno.ENODEV, f"no link named {name}")
+        return link.index
+
+    def links_by_name(self, names: Iterable[str]) -> dict[str, Link]:
+        """Each named link that exists, looked up by name, LOOKUP_CHUNK requests in flight at a time."""
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, Link] = {}
+        for start in range(0, len(wanted), LOOKUP_CHUNK):
+            found.update(self._look_up(wanted[start:start + LOOKUP_CHUNK]))
+        return found
+
+    def _look_up(self, names: list[str]) -> dict[str, Link]:
+        pending: dict[int, str] = {}
+        requests = []
+        for name in names:
+            seq = self.next_seq()
+            requests.append(message(RTM_GETLINK, 0, seq, getlink_body(name)))
+            pending[seq] = name
+        for chunk in _chunks(requests):
+            self.sock.sendall(chunk)
+        found: dict[str, Link] = {}
+        failure: RtnlError | None = None
+        while pending:  # every answer is read, even after a failure: none is left for the next request
+            for kind, _flags, seq, payload in _messages(self.recv()):
+                name = pending.pop(seq, None)
+                if name is None:
+                    continue
                 if kind == RTM_NEWLINK:
-                    found.append(_parse_link(payload))
+                    found[name] = _parse_link(payload)
+                elif kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code and code != errno.ENODEV and failure is None:
+                        failure = RtnlError(code, f"look up link {name}: {os.strerror(code)}")
+        if failure:
+            raise failure
+        return found
 
     def recv(self) -> bytes:
         try:
@@ -197,8 +355,26 @@ class Socket:
         except OSError as e:  # ENOBUFS: answers were dropped; the requests' fate is unknown
             raise RtnlError(e.errno, f"netlink: {e.strerror}") from None
 
-    def index_by_name(self) -> dict[str, int]:
-        return {link.name: link.index for link in self.links()}
+
+_NOTHING = object()
+
+
+def _link_key(links: list[Link]) -> frozenset[tuple[int, str, str]]:
+    return frozenset((link.index, link.name, link.alias) for link in links)
+
+
+class Indexes(dict[str, int]):
+    """Link indexes by name, each looked up by name the first time it is asked for (the
+    machine's namespace has too many links, changing too often, to dump them all)."""
+
+    def __init__(self, sock: Socket, names: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.sock = sock
+        self.update({name: link.index for name, link in sock.links_by_name(names).items()})
+
+    def __missing__(self, name: str) -> int:
+        self[name] = self.sock.index(name)
+        return self[name]
 
 
 def _messages(data: bytes) -> list[tuple[int, int, int, bytes]]:
@@ -213,18 +389,62 @@ def _messages(data: bytes) -> list[tuple[int, int, int, bytes]]:
     return out
 
 
+def _u32(raw: bytes | None) -> int | None:
+    return struct.unpack_from("=I", raw)[0] if raw and len(raw) >= 4 else None
+
+
 def _parse_link(payload: bytes) -> Link:
     _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
     attrs = parse_attrs(payload, _IFINFO.size)
     info = parse_attrs(attrs.get(IFLA_LINKINFO, b""))
-    master = attrs.get(IFLA_MASTER)
     return Link(index=index, name=_cstr(attrs.get(IFLA_IFNAME)), alias=_cstr(attrs.get(IFLA_IFALIAS)),
                 kind=_cstr(info.get(IFLA_INFO_KIND)), up=bool(flags & IFF_UP),
-                master=struct.unpack("=I", master)[0] if master else None)
+                master=_u32(attrs.get(IFLA_MASTER)) or None, flags=flags, mtu=_u32(attrs.get(IFLA_MTU)) or 0)
+
+
+def _parse_address(payload: bytes) -> Address | None:
+    family, prefixlen, _flags, _scope, index = _IFADDR.unpack_from(payload)
+    attrs = parse_attrs(payload, _IFADDR.size)
+    raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)  # IFA_ADDRESS is the peer's on a point-to-point link
+    if family not in (socket.AF_INET, socket.AF_INET6) or not raw:
+        return None
+    return Address(index, ipaddress.ip_interface((ipaddress.ip_address(raw), prefixlen)))
+
+
+def _parse_route(payload: bytes) -> Route | None:
+    family, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = _RTMSG.unpack_from(payload)
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    attrs = parse_attrs(payload, _RTMSG.size)
+    zero = bytes(4 if family == socket.AF_INET else 16)
+    dst = ipaddress.ip_network((ipaddress.ip_address(attrs.get(RTA_DST, zero)), dst_len), strict=False)
+    gateway = attrs.get(RTA_GATEWAY)
+    return Route(dst=dst, oif=_u32(attrs.get(RTA_OIF)), table=_u32(attrs.get(RTA_TABLE)) or table,
+                 gateway=str(ipaddress.ip_address(gateway)) if gateway else None)
 
 
 def _ifinfo(index: int = 0, up: bool = False) -> bytes:
     return _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP if up else 0, IFF_UP if up else 0)
+
+
+def message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    """One request: the netlink header, then `body`."""
+    return _HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
+
+
+def getlink_body(name: str) -> bytes:
+    """RTM_GETLINK of one link by name (answered without its counters)."""
+    return _ifinfo() + attr_str(IFLA_IFNAME, name) + attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+
+
+def link_dump_body(kind: str | None = None, master: int | None = None) -> bytes:
+    """A link dump's filter: the kernel sends only links of that kind, or ports of that bridge."""
+    attrs = attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    if master is not None:
+        attrs += attr_u32(IFLA_MASTER, master)
+    if kind is not None:
+        attrs += nested(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, kind))
+    return _ifinfo() + attrs
 
 
 class Batch:
@@ -249,10 +469,10 @@ class Batch:
 
     def _queue(self, kind: int, flags: int, body: bytes, what: str, tolerate: frozenset[int] = frozenset()) -> None:
         seq = self.sock.next_seq()
-        message = _HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0) + body
-        self.pending.append(message)
+        request = message(kind, NLM_F_ACK | flags, seq, body)
+        self.pending.append(request)
         self.described[seq] = (what, tolerate)
-        self.size += len(message)
+        self.size += len(request)
         if self.size >= SEND_CHUNK or len(self.fds) >= 256:
             self.commit()
 
@@ -382,12 +602,12 @@ def _chunks(messages: list[bytes]) -> list[bytes]:
     chunks: list[bytes] = []
     current: list[bytes] = []
     size = 0
-    for message in messages:
-        if size + len(message) > SEND_CHUNK and current:
+    for request in messages:
+        if size + len(request) > SEND_CHUNK and current:
             chunks.append(b"".join(current))
             current, size = [], 0
-        current.append(message)
-        size += len(message)
+        current.append(request)
+        size += len(request)
     if current:
         chunks.append(b"".join(current))
     return chunks

@@ -3,6 +3,7 @@ the hosts' network namespaces.
 
 - model.py: results (ProbeResult, ReachMatrix); checks.py: CheckResult, CheckReport, running;
 - engine.py + kinds.py: the probe engine (ICMP echo, TCP SYN, UDP, ARP/NDP, traceroute);
+  session.py: what the kinds know of the engine, so that only the engine imports them;
 - sweep.py: the all-pairs ICMP sweep; hostnet.py: sockets per namespace; rstguard.py;
 - report.py: table, JSON and JUnit XML.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from netemu.linux.privilege import require_root
 from netemu.probe.model import ProbeRequest, ProbeResult, ReachMatrix
 
 if TYPE_CHECKING:
@@ -24,7 +26,6 @@ __all__ = ["ProbeRequest", "ProbeResult", "ReachMatrix", "open_engine", "probe",
 def open_engine(record: dict[str, Any]) -> Engine:
     """A probe session on a running lab (close it, or use it as a context manager)."""
     from netemu.probe import scapyload
-    from netemu.runtime.lab import require_root
 
     require_root()  # raw sockets in other namespaces: exit 3 with a clear message, not a traceback
 
@@ -42,7 +43,6 @@ def probe(record: dict[str, Any], request: ProbeRequest) -> ProbeResult:
 def reach(record: dict[str, Any], nodes: list[str] | None = None, timeout: float = 2.0) -> ReachMatrix:
     """The all-pairs ICMP reachability matrix of a running lab."""
     from netemu.probe import scapyload
-    from netemu.runtime.lab import require_root
 
     require_root()
 

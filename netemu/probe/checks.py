@@ -16,9 +16,7 @@ from netemu.errors import InputError, TopologyError
 from netemu.probe.model import ERROR, REACHABLE, REFUSED, ProbeRequest, ProbeResult
 from netemu.progress import Say, Step
 from netemu.runtime import lab as runtime
-from netemu.topology import load_topology
-from netemu.topology._tree import Invalid, Item, parse
-from netemu.topology.loader import parse_checks
+from netemu.topology import Invalid, Item, load_topology, parse_checks, parse_tree
 from netemu.topology.model import Check, Endpoint, Link, Node
 
 DEFAULT_TIMEOUT = 2.0
@@ -44,7 +42,7 @@ def load_checks(path: str | Path, lab: str | None = None) -> CheckSet:
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError(str(path), None, "", f"cannot read the file: {exc}") from None
     try:
-        root = parse(text)
+        root = parse_tree(text)
     except Invalid as exc:
         raise TopologyError(str(path), exc.line, exc.path, exc.reason) from None
     if root is not None and isinstance(root.value, dict) and "nodes" in root.value:

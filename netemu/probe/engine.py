@@ -19,9 +19,10 @@ from typing import Any
 from netemu.errors import InputError, NetemuError
 from netemu.probe import packets as pk
 from netemu.probe.hostnet import HostNet, Received
-from netemu.probe.kinds import KINDS, Context, Probe
+from netemu.probe.kinds import KINDS, Probe
 from netemu.probe.model import ERROR, PROTOS, UNREACHABLE, ProbeRequest, ProbeResult
 from netemu.probe.rstguard import RstGuard
+from netemu.probe.session import Context
 from netemu.probe.targets import LabView
 
 SYN, ACK = 0x02, 0x10

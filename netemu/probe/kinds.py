@@ -24,17 +24,13 @@ import random
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from netemu.errors import InputError
 from netemu.probe import packets as pk
-from netemu.probe.hostnet import HostNet, Received
-from netemu.probe.model import REACHABLE, REFUSED, UNREACHABLE, Hop, ProbeRequest, ProbeResult, format_rtt
+from netemu.probe.hostnet import Received
+from netemu.probe.model import REACHABLE, REFUSED, UNREACHABLE, Hop, ProbeResult, format_rtt
+from netemu.probe.session import Context
 
-if TYPE_CHECKING:
-    from netemu.probe.engine import Engine
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESEND = 1.0  # seconds between sends of a still silent flow
 MAX_HOPS = 16
 MAX_EVIDENCE = 24
@@ -57,18 +53,6 @@ class Flow:
     sport: int = 0
     isn: int = 0
     payload: bytes = b""
-
-
-@dataclass
-class Context:
-    """What the engine resolved for a probe before it starts."""
-
-    engine: Engine
-    request: ProbeRequest
-    src: HostNet
-    address: IPAddress
-    source: IPAddress  # the source address the src host's kernel picks for `address`
-    target_node: str | None
 
 
 def _last(flow: Flow) -> int:

@@ -18,7 +18,7 @@ import contextlib
 import sys
 from typing import Any
 
-from netemu.linux import namespaces
+from netemu.linux import namespaces, procs
 
 LAYERS = ("scapy.layers.inet", "scapy.layers.inet6", "scapy.layers.l2")
 
@@ -45,9 +45,7 @@ def load(record: dict[str, Any] | None = None) -> None:
 
 
 def _small_namespace(record: dict[str, Any] | None) -> int | None:
-    from netemu.runtime.lab import node_alive
-
     for info in (record or {}).get("nodes", {}).values():
-        if info.get("netns_pid") and node_alive(info):
+        if info.get("netns_pid") and procs.node_alive(info):
             return int(info["netns_pid"])
     return None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netemu.errors import InputError, LabError
-from netemu.runtime import lab as runtime
+from netemu.linux import procs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -33,7 +33,7 @@ class LabView:
         for name, info in record["nodes"].items():
             self.nodes[name] = NodeView(
                 name=name, pid=int(info["pid"]), netns_pid=info.get("netns_pid"),
-                network=info.get("extra", {}).get("network", "none"), alive=runtime.node_alive(info))
+                network=info.get("extra", {}).get("network", "none"), alive=procs.node_alive(info))
         for link in record.get("links", []):
             for endpoint, addrs in zip(link["endpoints"], link["addresses"], strict=False):
                 node, sep, iface = endpoint.partition(":")

@@ -175,7 +175,7 @@ class Builder:
         bridges = [net for net in self.topo.networks.values() if net.driver == "bridge" and net.bridge is None]
         for net in self.topo.networks.values():
             if net.driver == "macvlan":
-                uplinks.describe(self._host_socket(), net.uplink or "", net.name)  # the parent must exist
+                uplinks.describe(net.uplink or "", net.name)  # the parent must exist
                 self.record["networks"][net.name] = {"driver": "macvlan", "parent": net.uplink}
         names = {net.name: paths.bridge_name(self.topo.name, net.name) for net in bridges}
         try:
@@ -184,7 +184,7 @@ class Builder:
                     for net in bridges:
                         batch.add_bridge(names[net.name], net.mtu)
                 _tag(sock, [(names[net.name], paths.alias(self.topo.name, f"network:{net.name}")) for net in bridges])
-                index = sock.index_by_name()
+                index = rtnl.Indexes(sock, names.values())  # by name: never a dump of the machine's links
                 with rtnl.Batch(sock) as batch:
                     for net in bridges:
                         batch.set_up(index[names[net.name]], names[net.name])
@@ -199,7 +199,7 @@ class Builder:
             }
             if net.uplink:
                 host = self._host_socket()
-                saved = uplinks.describe(host, net.uplink, net.name)
+                saved = uplinks.describe(net.uplink, net.name)
                 self.record.setdefault("uplinks", []).append(saved)
                 state.write(self.topo.name, self.record)  # before touching it: a crash still gives it back
                 uplinks.attach(host, saved, names[net.name])
@@ -215,7 +215,7 @@ class Builder:
         wired = []
         machine = rtnl.Socket()
         try:
-            bridges = machine.index_by_name()
+            bridges = rtnl.Indexes(machine)  # each bridge looked up by name when a link first needs it
             tags: list[tuple[str, str]] = []
             with rtnl.Batch(machine) as batch:
                 for number, link in enumerate(self.topo.links):

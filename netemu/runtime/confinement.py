@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from netemu.errors import InputError
-from netemu.linux import capabilities, devices, seccomp
+from netemu.linux import capabilities, devices, initargs, seccomp
 from netemu.topology.model import Node, Topology
 
 # Docker's masked paths: kernel state a container has no business reading (memory, keys,
@@ -41,15 +42,12 @@ class Confinement:
     seccomp: bytes | None  # the filter program; None: no filter
     device_rules: tuple[devices.Rule, ...] | None  # None: every device (privileged)
 
-    def exec_args(self) -> list[str]:
-        """The options that confine a `netemu exec` process as the host's own are (none for a
-        privileged host: it keeps what the machine's root has)."""
+    def exec_options(self) -> dict[str, Any]:
+        """The fields of initargs.Confined that confine a `netemu exec` process as the host's own
+        are (none for a privileged host: it keeps what the machine's root has)."""
         if self.privileged:
-            return []
-        args = ["--caps", f"{self.caps:x}"]
-        if self.seccomp is not None:
-            args += ["--seccomp", self.seccomp.hex()]
-        return args
+            return {}
+        return {"caps": self.caps, "seccomp": self.seccomp}
 
     def record(self) -> dict[str, object]:
         """What the lab's state keeps, for `netemu exec` later."""
@@ -89,34 +87,22 @@ def device_rule(node: Node, path: str) -> devices.Rule:
         raise InputError(f"node {node.name}: {exc}") from None
 
 
-def from_record(extra: dict[str, object]) -> list[str]:
-    """netemu-init exec options from a lab's state (a lab made before confinement: none)."""
+def from_record(extra: dict[str, object]) -> dict[str, Any]:
+    """initargs.Exec's confinement fields from a lab's state (a lab made before confinement: none)."""
     saved = extra.get("confinement")
     if not isinstance(saved, dict) or saved.get("privileged"):
-        return []
-    args = ["--caps", str(saved["caps"])]
-    if saved.get("seccomp"):
-        args += ["--seccomp", str(saved["seccomp"])]
-    return args
+        return {}
+    seccomp = saved.get("seccomp")
+    return {"caps": int(str(saved["caps"]), 16), "seccomp": bytes.fromhex(str(seccomp)) if seccomp else None}
 
 
-def run_args(node: Node, conf: Confinement) -> list[str]:
-    """netemu-init run options: the mounts of confinement, then the confinement itself."""
-    args: list[str] = []
-    if node.read_only:
-        args.append("--read-only")
-    for path in node.devices:
-        args += ["--device", f"{path}:{path}"]
+def run_options(node: Node, conf: Confinement) -> dict[str, Any]:
+    """initargs.Run's fields for the mounts of confinement and the confinement itself."""
+    options: dict[str, Any] = {"read_only": node.read_only, "devices": [initargs.device(p) for p in node.devices]}
     if conf.privileged:
-        return [*args, "--privileged"]
-    for path in MASKED:
-        args += ["--mask", path]
-    for path in READ_ONLY:
-        args += ["--ro-path", path]
-    if not conf.machine_net:
-        for path in OWN_NET_WRITABLE:
-            args += ["--rw-path", path]
-    return [*args, *conf.exec_args()]
+        return {**options, "privileged": True}
+    return {**options, "masks": list(MASKED), "ro_paths": list(READ_ONLY),
+            "rw_paths": [] if conf.machine_net else list(OWN_NET_WRITABLE), **conf.exec_options()}
 
 
 def check_bind_source(node: Node, source: str, where: str) -> None:

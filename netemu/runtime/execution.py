@@ -7,7 +7,7 @@ import subprocess
 from typing import Any, NoReturn
 
 from netemu.errors import LabError
-from netemu.linux import procs
+from netemu.linux import initargs, procs
 from netemu.linux.cgroups import Cgroup
 from netemu.linux.initbin import init_binary
 from netemu.runtime import confinement
@@ -26,16 +26,10 @@ def helper_argv(record: dict[str, Any], node: str, argv: list[str], env: dict[st
                 "HOSTNAME": info.get("extra", {}).get("hostname", node)}
     full_env.update(info.get("extra", {}).get("env", {}))  # the node's `env`, as for its cmd
     full_env.update(env or {})
-    args = [str(init_binary()), "exec", *confinement.from_record(info.get("extra", {}))]
-    for procs_file in Cgroup(info["cgroup"]).procs_files():
-        args += ["--cgroup", str(procs_file)]
-    for key, value in full_env.items():
-        args += ["--env", f"{key}={value}"]
-    if cwd:
-        args += ["--cwd", cwd]
-    if tty:
-        args.append("--tty")
-    return [*args, str(pid), "--", *argv]
+    return initargs.Exec(
+        pid=pid, command=argv, cgroups=[str(f) for f in Cgroup(info["cgroup"]).procs_files()], env=full_env,
+        cwd=cwd or None, tty=tty, **confinement.from_record(info.get("extra", {})),
+    ).argv(init_binary())
 
 
 def run(record: dict[str, Any], node: str, argv: list[str], env: dict[str, str] | None = None,

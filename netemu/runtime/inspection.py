@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netemu.linux import cgroups
-from netemu.linux.netlink import Netlink
+from netemu.linux import cgroups, rtnl
 from netemu.runtime import lab
 
 # The files that count what a group uses, per cgroup version (v1 on hybrid machines).
@@ -39,12 +38,13 @@ def cgroup_usage(relpath: str) -> dict[str, int]:
 
 
 def _machine_link_states(links: list[dict[str, Any]]) -> dict[str, str]:
-    """Operational state of the bridge-side veth ends, which live in the machine's namespace."""
+    """State of the bridge-side veth ends, which live in the machine's namespace: each looked
+    up by name, since the machine may hold many other links, changing all the time."""
     wanted = {entry["machine_side"] for entry in links if entry.get("machine_side")}
     if not wanted:
         return {}
-    with Netlink() as nl:
-        return {link.name: link.state for link in nl.links() if link.name in wanted}
+    with rtnl.Socket() as sock:
+        return {name: link.state for name, link in sock.links_by_name(sorted(wanted)).items()}
 
 
 def _end_states(entry: dict[str, Any], nodes: dict[str, Any], machine: dict[str, str]) -> dict[str, str]:

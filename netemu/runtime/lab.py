@@ -3,28 +3,32 @@
 `up` is apply-with-rollback: the lab's name is reserved first, every object is named after the
 lab (see paths.py), and any failure, or an interrupt, removes whatever exists by that name
 (cleanup.remove_lab) before the error goes on. State is written a few times ("creating" with
-the planned names first, the full record at the end), never once per object."""
+the planned names first, the full record at the end), never once per object.
+
+A rollback that meets an error itself is tried once more; if it still fails, the lab stays
+`failed` (its state names what is left) for `down` to finish. A `failed` lab, one whose `up` or
+`down` never finished, is never in use: the next `up` of its name removes it first."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from netemu.errors import InputError, LabNotFound, MachineError
-from netemu.linux import procs
+from netemu.errors import InputError, LabError, LabNotFound, MachineError
 from netemu.linux.initbin import init_binary
 from netemu.linux.netlink import Netlink
+from netemu.linux.privilege import require_root
+from netemu.linux.procs import node_alive
 from netemu.runtime import cleanup, firewall, hostsettings, paths, plan, state, uplinks
 from netemu.runtime.builder import Builder
 from netemu.topology.model import Topology
 
 Progress = Callable[[str], None]
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise MachineError("netemu needs root (it creates namespaces, links and cgroups): run it with sudo")
+UNFINISHED = ("creating", "removing", "failed")  # record statuses of a lab whose up or down did not end
+ROLLBACK_TRIES = 2  # a step that fails once (a link going away with its namespace) gets a second go
 
 
 def require_kernel() -> None:
@@ -53,6 +57,7 @@ def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
     init = init_binary()
     paths.private_lib_dirs()
     say = progress or (lambda _msg: None)
+    _remove_failed(topo.name, say)
     with state.reserve(topo.name):
         record = _initial_record(topo)
         state.write(topo.name, record)
@@ -62,13 +67,48 @@ def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
             state.write(topo.name, record)
             state.save_topology(topo.name, topo)
             Builder(topo, init, record, say).apply()
-        except BaseException:
+        except BaseException as error:
             say("failed: removing what was created")
-            cleanup.remove_lab(topo.name)
+            _roll_back(topo.name, record, error)
             raise
         record["status"] = "running"
         state.write(topo.name, record)
     return record
+
+
+def _remove_failed(name: str, say: Progress) -> None:
+    """Remove a `failed` lab of this name, as `down` would, so that it cannot block the name: its
+    `up` or `down` never finished, so nobody uses it. A lab that came up (running, degraded or
+    dead) is left alone, and `reserve` then refuses the name."""
+    if not paths.state_dir(name).exists():
+        return
+    try:
+        with state.locked(name, timeout=0):
+            record = state.read(name)  # none: killed before its first write
+            if record is not None and record.get("status") not in UNFINISHED:
+                return
+            say(f"removing the failed lab '{name}' first")
+            cleanup.remove_lab(name)
+    except (LabNotFound, state.LabBusy):
+        return  # gone meanwhile, or in the hands of a running up or down: reserve decides
+
+
+def _roll_back(name: str, record: dict[str, Any], error: BaseException) -> None:
+    """Remove what the failed `up` made. If that meets errors twice, leave the lab `failed`
+    with the reason, and say on `error` what is left and that `down` removes it."""
+    left = ""
+    for _ in range(ROLLBACK_TRIES):
+        try:
+            cleanup.remove_lab(name)
+            return
+        except cleanup.RemovalIncomplete as e:
+            left = "; ".join(e.failures)
+        except Exception as e:  # the rollback's own failure must not hide why `up` failed
+            left = str(e) or type(e).__name__
+    record.update(status="failed", error=str(error) or type(error).__name__, rollback_error=left)
+    with contextlib.suppress(OSError):
+        state.write(name, record)
+    error.add_note(f"the rollback did not finish ({left}): `netemu down {name}` removes what is left")
 
 
 def _planned_links(topo: Topology) -> list[str]:
@@ -120,14 +160,11 @@ def _mark_removing(name: str) -> None:
         state.write(name, record)
 
 
-def node_alive(info: dict[str, Any]) -> bool:
-    pid = info.get("pid")
-    return bool(pid) and procs.alive(pid) and procs.start_time(pid) == info.get("start_time")
-
-
 def lab_status(record: dict[str, Any]) -> str:
     if record.get("status") in ("creating", "removing"):
         return record["status"] if state.is_busy(record["name"]) else "failed"
+    if record.get("status") == "failed":  # its rollback did not finish
+        return "failed"
     alive = [node_alive(info) for info in record["nodes"].values()]
     if alive and all(alive):
         return "running"
@@ -184,7 +221,13 @@ def clean() -> dict[str, cleanup.Removed]:
         if state.is_busy(name) or (record and lab_status(record) in ("running", "degraded")):
             live.add(name)
     removed = {}
+    incomplete: dict[str, str] = {}
     for name in sorted(cleanup.owned_lab_names() - live):
-        removed[name] = cleanup.remove_lab(name)
-    hostsettings.release("", live_labs=live)
+        try:
+            removed[name] = cleanup.remove_lab(name)
+        except cleanup.RemovalIncomplete as e:  # the other labs are still removed
+            incomplete[name] = str(e)
+    hostsettings.release("", live_labs=live | set(incomplete))  # what is left keeps its claims
+    if incomplete:
+        raise LabError("; ".join(incomplete.values()))
     return removed

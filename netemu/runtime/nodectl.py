@@ -3,8 +3,10 @@ links rewired, addresses and routes restored, or both (restart)."""
 
 from __future__ import annotations
 
+import contextlib
+
 from netemu.errors import InputError, LabError
-from netemu.linux import namespaces, procs
+from netemu.linux import namespaces, procs, rtnl
 from netemu.linux.cgroups import Cgroup
 from netemu.linux.initbin import init_binary
 from netemu.runtime import paths, state
@@ -32,9 +34,44 @@ def stop(lab: str, node: str) -> None:
         group.kill_all()
         namespaces.unname_netns(paths.netns_name(lab, node))
         own_netns = info.get("netns_pid") == info.get("pid")
+        if own_netns:
+            _cut_links(record, node)
         info.update(pid=None, start_time=None, stopped=True,
                     netns_pid=None if own_netns else info.get("netns_pid"))
         state.write(lab, record)
+
+
+def _cut_links(record: dict, node: str) -> None:
+    """Delete the other ends of the stopped node's links now. The kernel deletes them with the
+    node's network namespace, but later, from a work queue: a `start` right after would find
+    their names still taken (File exists)."""
+    mine = f"{node}:"
+    machine_ends: list[str] = []
+    peer_ends: dict[int, list[str]] = {}
+    for entry in record["links"]:
+        if not any(end.startswith(mine) for end in entry["endpoints"]):
+            continue
+        if entry.get("machine_side"):
+            machine_ends.append(entry["machine_side"])
+        for end in entry["endpoints"]:
+            peer, sep, iface = end.partition(":")
+            netns_pid = record["nodes"].get(peer, {}).get("netns_pid")
+            if sep and peer != node and netns_pid:
+                peer_ends.setdefault(netns_pid, []).append(iface)
+    _delete_links(None, machine_ends, paths.alias(record["name"], ""))
+    for pid, names in peer_ends.items():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # that peer is gone too
+            _delete_links(pid, names, "")
+
+
+def _delete_links(pid: int | None, names: list[str], alias_prefix: str) -> None:
+    """Delete the named links of a namespace (the machine's: only those with the lab's alias)."""
+    if not names:
+        return
+    with rtnl.Socket(pid) as sock, rtnl.Batch(sock) as batch:
+        for name, link in sock.links_by_name(names).items():
+            if link.alias.startswith(alias_prefix):
+                batch.delete_link(link.index, name)
 
 
 def start(lab: str, node: str, progress: Progress | None = None) -> None:

@@ -5,6 +5,7 @@ of `up` is not the sum of every host's start-up."""
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import subprocess
@@ -12,8 +13,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from netemu import images
 from netemu.errors import InputError, LabError, MachineError
-from netemu.linux import cgroups, devices, images, mounts, procs, rootfs
+from netemu.linux import cgroups, devices, initargs, mounts, procs, rootfs
 from netemu.linux.cgroups import Cgroup
 from netemu.runtime import confinement, paths, state, userns
 from netemu.topology.model import Node, Topology
@@ -182,30 +184,22 @@ class Launch:
         self.group = group
         self.layers = layers
         self.console = layers.base / "console.log"
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        argv = [str(init), "run", "--status-fd", str(write_fd), "--net", net,
-                "--upper", str(layers.upper), "--work", str(layers.work), "--merged", str(layers.merged),
-                "--hostname", node.hostname or node.name, "--hide", str(paths.LIB_DIR)]
-        for procs_file in group.procs_files():
-            argv += ["--cgroup", str(procs_file)]
-        for lower in lower_layers(node, topo):
-            argv += ["--lower", lower]
-        for bind in node.binds:
-            argv += ["--bind", f"{bind.source}:{bind.target}:{'ro' if bind.readonly else 'rw'}"]
-        for key, value in base_env(node).items():
-            argv += ["--env", f"{key}={value}"]
+        lowers = lower_layers(node, topo)  # first: a missing image claims nothing
         self.confinement = confinement.of(topo, node)
-        argv += confinement.run_args(node, self.confinement)
         image = image_of(node)
-        if image is not None and image.working_dir:
-            argv += ["--cwd", image.working_dir]
         self.userns = userns.claim(topo.name, node.name) if node.userns else None
         if self.userns is not None:  # root inside is this range's first id outside
             userns.own_layer(layers.upper, self.userns)
-            argv += ["--userns", self.userns.arg()]
-        cmd = command(node)
-        if cmd:
-            argv += ["--", *cmd]
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        argv = initargs.Run(
+            status_fd=write_fd, net=net, upper=str(layers.upper), work=str(layers.work),
+            merged=str(layers.merged), hostname=node.hostname or node.name, hides=[str(paths.LIB_DIR)],
+            cgroups=[str(f) for f in group.procs_files()], lowers=lowers,
+            binds=[initargs.bind(b.source, b.target, b.readonly) for b in node.binds], env=base_env(node),
+            cwd=image.working_dir if image is not None and image.working_dir else None,
+            userns=self.userns.arg() if self.userns is not None else None, command=command(node) or [],
+            **confinement.run_options(node, self.confinement),
+        ).argv(init)
         with open(layers.open_console(), "ab") as log:
             # env={}: PID 1's own environment is visible inside the host (/proc/1/environ); the
             # caller's (CI secrets among it) is not the host's. The host's is in --env.
@@ -221,11 +215,12 @@ class Launch:
         finally:
             self._close()
         self.proc.wait()
-        if report.startswith("ok "):
-            return int(report.split()[1])
-        reason = report.removeprefix("error ").strip() or f"netemu-init exited with {self.proc.returncode}"
-        if "mount" in reason and "overlay" in reason and "No such device" in reason:
+        status = initargs.parse_status(report)
+        if status.ok and status.pid is not None:
+            return status.pid
+        if status.stage == "overlay" and status.errno == errno.ENODEV:
             raise MachineError("the kernel has no overlay filesystem (module overlay)")
+        reason = status.message or f"netemu-init exited with {self.proc.returncode}"
         raise LabError(f"node {self.node.name} did not start: {reason}")
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from netemu.errors import InputError, one_line
 from netemu.linux import files
-from netemu.topology._values import NAME_RE
-from netemu.topology.loader import LAB_NAME_MAX
+from netemu.topology import LAB_NAME_MAX, NAME_RE
 from netemu.topology.model import Network
 
 RUN_DIR = Path(os.environ.get("NETEMU_RUN_DIR", "/run/netemu"))  # state files and locks

@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from netemu.errors import MachineError
-from netemu.linux.netlink import Netlink
+from netemu.linux import rtnl
 from netemu.runtime import state
 
 LEDGER = "pools.json"
@@ -28,14 +28,11 @@ def _ledger() -> AbstractContextManager[dict[str, Any]]:
 
 
 def _machine_networks() -> list[Net]:
-    """Subnets the machine already uses: its addresses and its routes."""
-    used: list[Net] = []
-    with Netlink() as nl:
-        for addrs in nl.addresses().values():
-            used += [ipaddress.ip_interface(a).network for a in addrs]
-        for route in nl.routes():
-            if route["dst"] != "default":
-                used.append(ipaddress.ip_network(str(route["dst"]), strict=False))
+    """Subnets the machine already uses: its addresses and its routes (no link names needed,
+    so no dump of the machine's links, which other tools may be changing all the time)."""
+    with rtnl.Socket() as sock:
+        used: list[Net] = [address.interface.network for address in sock.addresses()]
+        used += [route.dst for route in sock.routes() if route.dst.prefixlen]
     return used
 
 

@@ -1,10 +1,13 @@
 """The per-lab state file: written atomically (temporary file + rename), guarded by a lock.
 
 The lock is flock(2) on the lab's state directory: the kernel drops it when its holder dies,
-so a lab whose `up` was killed is told apart from one being created right now."""
+so a lab whose `up` was killed is told apart from one being created right now. A lab's directory
+appears under its name already locked (see reserve), so one that nobody holds is never an `up`
+that has only just begun."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -17,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import LabExists, LabNotFound, MachineError
-from netemu.linux import files
+from netemu.linux import files, procs
 from netemu.runtime import paths
 
 STATE_FILE = "state.json"
 TOPOLOGY_FILE = "topology.pickle"
+RESERVING = ".reserving"  # suffix of a directory being claimed: .LAB.PID.reserving
+
+
+class LabBusy(MachineError):
+    """Another netemu process holds the lab's lock."""
 
 
 def _open_dir(path: Path) -> int:
@@ -30,19 +38,34 @@ def _open_dir(path: Path) -> int:
 
 @contextmanager
 def reserve(lab: str) -> Iterator[Path]:
-    """Claim a new lab name: fails cleanly when a lab of that name exists."""
+    """Claim a new lab name: fails cleanly when a lab of that name exists. The directory is made
+    and locked under a temporary name, then renamed to the lab's without replacing anything."""
     paths.run_dir()
     directory = paths.state_dir(lab)
-    try:
-        files.private_dir(directory, paths.PRIVATE_DIR, exist_ok=False)
-    except FileExistsError:
-        raise LabExists(f"a lab named '{lab}' already exists (netemu down {lab} removes it)") from None
-    fd = _open_dir(directory)
+    remove_stale_reservations(lab)
+    temporary = paths.RUN_DIR / f".{lab}.{os.getpid()}{RESERVING}"
+    files.private_dir(temporary, paths.PRIVATE_DIR, exist_ok=False)
+    fd = _open_dir(temporary)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            files.rename_noreplace(temporary, directory)
+        except FileExistsError:
+            raise LabExists(f"a lab named '{lab}' already exists (netemu down {lab} removes it)") from None
         yield directory
     finally:
         os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            temporary.rmdir()  # not renamed: the name was taken
+
+
+def remove_stale_reservations(lab: str) -> None:
+    """What a process killed while claiming the name left (its pid is in the name)."""
+    for path in paths.RUN_DIR.glob(f".{lab}.*{RESERVING}"):
+        pid = path.name[len(lab) + 2:-len(RESERVING)]
+        if pid.isdigit() and not procs.alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                path.rmdir()
 
 
 @contextmanager
@@ -64,7 +87,7 @@ def locked(lab: str, timeout: float = 60.0) -> Iterator[Path]:
                 if e.errno != errno.EWOULDBLOCK:
                     raise
                 if time.monotonic() > deadline:
-                    raise MachineError(f"lab '{lab}' is locked by another netemu process") from None
+                    raise LabBusy(f"lab '{lab}' is locked by another netemu process") from None
                 time.sleep(0.05)
         yield directory
     finally:

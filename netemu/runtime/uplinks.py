@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import InputError
+from netemu.linux import rtnl
 from netemu.linux.netlink import Netlink
 from netemu.topology.model import Network, Topology
 
@@ -46,19 +47,21 @@ def _is_bridge(name: str) -> bool:
     return (SYS_NET / name / "bridge").is_dir()
 
 
-def describe(nl: Netlink, iface: str, network: str) -> dict[str, Any]:
+def describe(iface: str, network: str) -> dict[str, Any]:
     """What to restore later; refuses an interface that is missing, already enslaved, or that
-    carries the machine's default route (taking it would cut the machine off)."""
-    link = next((lk for lk in nl.links() if lk.name == iface), None)
-    if link is None:
-        raise InputError(f"networks.{network}.uplink: the machine has no interface '{iface}'")
-    if link.master:
-        raise InputError(f"networks.{network}.uplink: {iface} is already enslaved to another bridge")
-    if any(route["dst"] == "default" and route["dev"] == iface for route in nl.routes()):
-        raise InputError(f"networks.{network}.uplink: {iface} carries the machine's default route; "
-                         "netemu will not take it")
-    return {"iface": iface, "addresses": nl.addresses().get(iface, []), "up": link.admin_up,
-            "mtu": link.mtu}
+    carries the machine's default route (taking it would cut the machine off). Read by name and
+    by the link's index: the machine may have many links, changing all the time."""
+    with rtnl.Socket() as sock:
+        link = sock.link(iface)
+        if link is None:
+            raise InputError(f"networks.{network}.uplink: the machine has no interface '{iface}'")
+        if link.master:
+            raise InputError(f"networks.{network}.uplink: {iface} is already enslaved to another bridge")
+        if any(route.dst.prefixlen == 0 and route.oif == link.index for route in sock.routes()):
+            raise InputError(f"networks.{network}.uplink: {iface} carries the machine's default route; "
+                             "netemu will not take it")
+        addresses = [str(address.interface) for address in sock.addresses(link.index)]
+    return {"iface": iface, "addresses": addresses, "up": link.up, "mtu": link.mtu}
 
 
 def attach(nl: Netlink, saved: dict[str, Any], bridge: str) -> None:
@@ -68,10 +71,12 @@ def attach(nl: Netlink, saved: dict[str, Any], bridge: str) -> None:
 
 def give_back(nl: Netlink, saved: dict[str, Any]) -> None:
     """Release the interface from any bridge and put back its addresses, MTU and state."""
-    if not any(lk.name == saved["iface"] for lk in nl.links()):
-        return  # gone from the machine meanwhile: nothing to give back
-    nl.set_link(saved["iface"], master=0, mtu=saved["mtu"])
-    present = set(nl.addresses().get(saved["iface"], []))
+    with rtnl.Socket() as sock:
+        link = sock.link(saved["iface"])
+        if link is None:
+            return  # gone from the machine meanwhile: nothing to give back
+        nl.set_link(saved["iface"], master=0, mtu=saved["mtu"])
+        present = {str(address.interface) for address in sock.addresses(link.index)}
     for address in saved["addresses"]:
         if address not in present and not address.startswith("fe80"):
             nl.add_address(saved["iface"], ipaddress.ip_interface(address))

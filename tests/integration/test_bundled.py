@@ -124,6 +124,12 @@ def test_every_required_topology_is_bundled() -> None:
 
 @pytest.mark.parametrize("path", TOPOLOGIES, ids=lambda path: path.stem)
 def test_bundled_topology(path: Path, tmp_path: Path) -> None:
+    check_bundled(path, tmp_path)
+
+
+def check_bundled(path: Path, tmp_path: Path, while_up: Callable[[str], None] | None = None) -> None:
+    """Validate, bring up under a unique name, pass every check of the file, ask the kernel, take
+    it down; `while_up(name)` runs before it goes down (tests/integration/test_firewall.py)."""
     validated = run_cli("validate", str(path))
     assert validated.returncode == 0, validated.stderr
     if _needs_frr(path) and not FRR_ZEBRA.exists():
@@ -148,6 +154,8 @@ def test_bundled_topology(path: Path, tmp_path: Path) -> None:
         assert report["total"] == len(load_topology(copy).checks) > 0, "every check of the file ran"
         if path.stem in KERNEL_CHECKS:
             KERNEL_CHECKS[path.stem](name)
+        if while_up is not None:
+            while_up(name)
     finally:
         down = run_cli("down", name)
         if down.returncode != 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from netemu.linux import images
+from netemu import images
 from tests.conftest import NETEMU, ROOT, run_cli, unique_name
 from tests.unit.test_images import (
     directory,

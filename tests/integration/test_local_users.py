@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from netemu.linux import images, initbin
+from netemu import images
+from netemu.linux import initbin
 from netemu.runtime import paths
 from tests.conftest import ROOT, unique_name
 from tests.integration.test_images import base_layer, config

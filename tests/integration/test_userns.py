@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netemu.linux import capabilities, images
+from netemu import images
+from netemu.linux import capabilities
 from netemu.runtime import userns
 from tests.conftest import NETEMU, ROOT, run_cli, unique_name
 from tests.integration.test_images import base_layer, top_layer, write_archive

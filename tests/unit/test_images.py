@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from netemu import images
 from netemu.errors import InputError
-from netemu.linux import images
-from netemu.linux.images import ImageStore, unpack_layer
+from netemu.images import ImageStore, unpack_layer
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 

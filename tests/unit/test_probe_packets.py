@@ -20,8 +20,9 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6TimeExc
 from netemu.probe import packets as pk  # noqa: E402
 from netemu.probe import rstguard  # noqa: E402
 from netemu.probe.hostnet import Received  # noqa: E402
-from netemu.probe.kinds import Context, EchoProbe, TcpProbe, UdpProbe  # noqa: E402
+from netemu.probe.kinds import EchoProbe, TcpProbe, UdpProbe  # noqa: E402
 from netemu.probe.model import ProbeRequest  # noqa: E402
+from netemu.probe.session import Context  # noqa: E402
 from netemu.probe.sweep import Sweep  # noqa: E402
 from netemu.probe.targets import LabView  # noqa: E402
 

@@ -1,44 +1,33 @@
 /*
  * netemu-init: the small static helper behind every netemu host.
  *
- *   netemu-init run  [options] -- [CMD...]   start a host: new namespaces, overlay root, PID 1
- *   netemu-init exec [options] PID -- CMD... run CMD inside host PID: its namespaces and cgroups
- *                                            (--cgroup P, --env K=V, --cwd DIR, --tty), as its
- *                                            root when it has a user namespace of its own
+ *   netemu-init run  [OPTION...] [-- CMD...]   start a host: new namespaces, overlay root, PID 1
+ *   netemu-init exec [OPTION...] PID -- CMD... run CMD inside host PID: its namespaces, cgroups
+ *                                              and confinement, as its root when it has a user
+ *                                              namespace of its own
+ *   netemu-init check-args run|exec ARGS...    read ARGS as that subcommand would, print what was
+ *                                              read as JSON and exit: nothing reaches the kernel
  *
  * It is a static C program so that a host costs one small process (no interpreter),
  * and so that an image with no libc or shell still gets a working PID 1.
  * In the spirit of bubblewrap: every syscall is checked and every failure says which
  * call failed on what path, so the Python side can show the reason to the user.
  *
- * run options:
- *   --cgroup PATH        a cgroup.procs file to join before anything is forked (repeatable)
- *   --lower DIR          overlay lower layer, top first (repeatable); "/" is the machine's root
- *   --upper DIR --work DIR --merged DIR   the private writable layer and the mount point
- *   --hostname NAME
- *   --net new|PATH|host  a fresh network namespace, an existing one (joined), or the machine's
- *   --status-fd N        where the outcome is written: "ok PID\n" or "error MESSAGE\n"
- *   --env K=V            environment of CMD (repeatable)
- *   --cwd DIR            working directory of CMD, inside the host (an image's WorkingDir)
- *   --hide DIR           a machine directory to cover with an empty tmpfs inside the host
- *   --bind SRC:DST[:ro]  bind mount (repeatable)
- *   --userns BASE:COUNT  a user namespace of its own: root inside is uid/gid BASE outside, COUNT
- *                        ids mapped (see "User namespaces" below)
- *   --device SRC:DST     a device node of the machine bound into the host (repeatable)
- *   --read-only          the overlay root is mounted read-only (Docker's --read-only)
- *   --privileged         the machine's /dev, writable /sys, nothing masked, `nodev` nowhere
- *   --mask PATH          a path inside the host hidden (/dev/null over a file, an empty read-only
- *                        tmpfs over a directory); --ro-path PATH made read-only; --rw-path PATH
- *                        made writable again below a read-only one (all repeatable, in order)
- *   --caps HEX --seccomp HEX   confinement (see "Confinement" below); also options of exec
- * CMD, when given, is started only when PID 1 receives SIGUSR1 (sent once the host's links
+ * The options (their names, values, which subcommand takes them, what they mean) and the status
+ * line written on --status-fd are defined once, in the table of netemu/linux/initargs.py; it is
+ * compiled in as options.h (cc -include options.h, written by initbin; `python -m
+ * netemu.linux.initargs` prints it), and one parser reads both subcommands against it.
+ *
+ * run: CMD, when given, is started only when PID 1 receives SIGUSR1 (sent once the host's links
  * are up). PID 1 reaps every orphan, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR2 to CMD, and
- * exits on SIGTERM/SIGINT when no CMD runs.
+ * exits on SIGTERM/SIGINT when no CMD runs. --mask, --ro-path and --rw-path apply in the order
+ * given, as do --bind and --device.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -66,6 +55,10 @@
 #include <termios.h>
 #include <unistd.h>
 
+#ifndef NETEMU_INIT_OPTIONS_H
+#error "compile with -include options.h: python -m netemu.linux.initargs > options.h"
+#endif
+
 #define MAX_LIST 256
 
 static void copy_winsize(int master);
@@ -91,31 +84,127 @@ struct channel {
 
 static int relay(pid_t pid, int sfd, struct channel *ch, int nch);
 
-static int status_fd = -1;
+/* ---- Reporting ------------------------------------------------------------------------
+ *
+ * `run` reports its outcome on --status-fd in one status line (initargs.py's STATUS_*):
+ * "ok PID", or "error STAGE ERRNO MESSAGE", where STAGE is what was being done, ERRNO the errno
+ * of the call that failed (0: none) and MESSAGE, for the user, names that call. Without a status
+ * descriptor (exec, check-args, PID 1 once running) the message goes to stderr. */
+#define STATUS_MAX 1280
 
-static void report_error(const char *fmt, ...)
+static int status_fd = -1;
+static const char *stage = NE_STAGE_ARGS;
+
+/* The one writer of status lines: formatted whole, made one line, written in one write(2) (a
+ * pipe's reader never gets half of it). A message too long for it is cut, not lost. */
+static void status_line(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void status_line(int fd, const char *fmt, ...)
 {
-    char msg[1024];
+    char line[STATUS_MAX];
     va_list ap;
     int n;
 
     va_start(ap, fmt);
-    n = vsnprintf(msg, sizeof msg, fmt, ap);
+    n = vsnprintf(line, sizeof line - 1, fmt, ap);
     va_end(ap);
     if (n < 0)
-        n = 0;
-    if (status_fd >= 0) {
-        dprintf(status_fd, "error %s\n", msg);
-    } else {
-        fprintf(stderr, "netemu-init: %s\n", msg);
-    }
+        return;
+    if ((size_t)n > sizeof line - 2)
+        n = (int)sizeof line - 2;
+    for (int i = 0; i < n; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[n++] = '\n';
+    while (write(fd, line, (size_t)n) < 0 && errno == EINTR)
+        ;
 }
 
-#define DIE(...)                     \
-    do {                             \
-        report_error(__VA_ARGS__);   \
-        _exit(126);                  \
-    } while (0)
+static void vreport_error(int err, const char *fmt, va_list ap)
+{
+    char msg[1024];
+
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+
+    if (n < 0)
+        strcpy(msg, "(a message that could not be formatted)");
+    else if ((size_t)n >= sizeof msg) /* cut, and said so: the reason is still there */
+        memcpy(msg + sizeof msg - 4, "...", 4);
+    if (status_fd >= 0)
+        status_line(status_fd, NE_STATUS_ERROR " %s %d %s", stage, err, msg);
+    else
+        fprintf(stderr, "netemu-init: %s\n", msg);
+}
+
+static void report_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report_error(int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport_error(err, fmt, ap);
+    va_end(ap);
+}
+
+static void fail(int err, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void fail(int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport_error(err, fmt, ap);
+    va_end(ap);
+    _exit(126);
+}
+
+/* DIE: a failure with no errno; DIE_ERR: with a saved one; DIE_SYS: the call just made failed,
+ * the message ends with what errno says. */
+#define DIE(...) fail(0, __VA_ARGS__)
+#define DIE_ERR(err, ...) fail(err, __VA_ARGS__)
+#define DIE_SYS(fmt, ...) fail(errno, fmt ": %s", ##__VA_ARGS__, strerror(errno))
+
+/* ---- Fixed buffers, checked ------------------------------------------------------------ */
+
+/* vsnprintf at `*off` of `buf`, moving `*off` past it; 0 when it does not fit (the buffer then
+ * holds a cut text, for a message only). */
+static int vput(char *buf, size_t size, size_t *off, const char *fmt, va_list ap)
+{
+    int n;
+
+    if (*off >= size)
+        return 0;
+    n = vsnprintf(buf + *off, size - *off, fmt, ap);
+    if (n < 0 || (size_t)n >= size - *off)
+        return 0;
+    *off += (size_t)n;
+    return 1;
+}
+
+static int put(char *buf, size_t size, size_t *off, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int put(char *buf, size_t size, size_t *off, const char *fmt, ...)
+{
+    va_list ap;
+    int ok;
+
+    va_start(ap, fmt);
+    ok = vput(buf, size, off, fmt, ap);
+    va_end(ap);
+    return ok;
+}
+
+/* Into a fixed buffer whole, or DIE: a path cut short would name another file. */
+static void format_into(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void format_into(char *buf, size_t size, const char *fmt, ...)
+{
+    size_t off = 0;
+    va_list ap;
+    int ok;
+
+    va_start(ap, fmt);
+    ok = vput(buf, size, &off, fmt, ap);
+    va_end(ap);
+    if (!ok)
+        DIE("longer than %zu bytes: %.100s...", size - 1, buf);
+}
 
 struct list {
     char *items[MAX_LIST];
@@ -129,20 +218,241 @@ static void list_add(struct list *l, char *s)
     l->items[l->n++] = s;
 }
 
+/* ---- The command line, read against the table of options.h ---------------------------- */
+
+/* One option as given, in the order given (a flag's value is NULL). */
+struct given {
+    enum ne_opt id;
+    char *value;
+};
+
+struct args {
+    const struct ne_command *command;
+    struct given items[NE_OPT_COUNT * NE_MAX_REPEAT]; /* cannot overflow: each is counted */
+    int n, count[NE_OPT_COUNT];
+    const char *operand;
+    char **cmd; /* what follows "--", or NULL */
+};
+
+/* The leading decimal digits of `text` (one at least) as a number up to `max`. Unlike strtoull:
+ * no sign, no spaces, no base prefix and no wrap-around. */
+static int parse_decimal(const char *text, const char **end, unsigned long long max,
+                         unsigned long long *out)
+{
+    unsigned long long n = 0;
+    const char *p = text;
+
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned int digit = (unsigned int)(*p - '0');
+        if (n > (max - digit) / 10)
+            return 0;
+        n = n * 10 + digit;
+    }
+    *end = p;
+    *out = n;
+    return p > text;
+}
+
+/* A whole text that is a decimal number up to INT_MAX, or -1. */
+static int parse_int(const char *text)
+{
+    unsigned long long n;
+    const char *end;
+
+    return parse_decimal(text, &end, INT_MAX, &n) && !*end ? (int)n : -1;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* What the table says of every value: there, not too long, of its kind. */
+static void check_value(const struct ne_option *opt, const char *value)
+{
+    size_t len = strlen(value);
+
+    if (len == 0)
+        DIE("option %s needs a value, not an empty one", opt->name);
+    if (len > opt->max_len)
+        DIE("value of %s longer than %zu bytes (%zu)", opt->name, opt->max_len, len);
+    if (opt->value == NE_VALUE_NUMBER && parse_int(value) < 0)
+        DIE("bad %s %.64s: a decimal number", opt->name, value);
+    if (opt->value == NE_VALUE_HEX)
+        for (const char *p = value; *p; p++)
+            if (hex_digit(*p) < 0)
+                DIE("bad %s %.64s: hexadecimal digits", opt->name, value);
+}
+
+static int find_option(const char *name)
+{
+    for (int id = 0; id < NE_OPT_COUNT; id++)
+        if (strcmp(ne_options[id].name, name) == 0)
+            return id;
+    return -1;
+}
+
+/* The option at argv[0] and its value; how many arguments that took. */
+static int take_option(struct args *a, int argc, char **argv)
+{
+    int id = find_option(argv[0]);
+    char *value = NULL;
+
+    if (id < 0)
+        DIE("unknown option %.64s", argv[0]);
+    const struct ne_option *opt = &ne_options[id];
+    if (!(opt->commands & a->command->id))
+        DIE("option %s is not one of %s's", opt->name, a->command->name);
+    if (a->count[id] && !opt->repeat)
+        DIE("option %s given twice", opt->name);
+    if (a->count[id] >= NE_MAX_REPEAT)
+        DIE("too many %s options (max %d)", opt->name, NE_MAX_REPEAT);
+    if (opt->value != NE_VALUE_FLAG) {
+        if (argc < 2)
+            DIE("option %s needs a value", opt->name);
+        value = argv[1];
+        check_value(opt, value);
+    }
+    if (id == NE_OPT_STATUS_FD)
+        status_fd = parse_int(value); /* at once: a mistake further on is reported there */
+    a->items[a->n++] = (struct given){(enum ne_opt)id, value};
+    a->count[id]++;
+    return value ? 2 : 1;
+}
+
+static void check_complete(const struct args *a)
+{
+    const struct ne_command *c = a->command;
+
+    for (int id = 0; id < NE_OPT_COUNT; id++)
+        if ((ne_options[id].required & c->id) && !a->count[id])
+            DIE("option %s is required", ne_options[id].name);
+    if (c->operand && !a->operand)
+        DIE("%s needs %s: netemu-init %s [OPTION...] %s -- CMD...", c->name, c->operand, c->name, c->operand);
+    if (c->needs_cmd && (!a->cmd || !a->cmd[0]))
+        DIE("%s needs a command after --", c->name);
+}
+
+/* One parser for every subcommand: options as the table has them, the subcommand's operand if
+ * it has one, then "--" and the command. */
+static void parse_args(int argc, char **argv, const struct ne_command *command, struct args *a)
+{
+    a->command = command;
+    for (int i = 0; i < argc;) {
+        if (strcmp(argv[i], "--") == 0) {
+            a->cmd = &argv[i + 1];
+            break;
+        }
+        if (argv[i][0] == '-') {
+            i += take_option(a, argc - i, &argv[i]);
+            continue;
+        }
+        if (!command->operand || a->operand)
+            DIE("unexpected argument %.64s", argv[i]);
+        a->operand = argv[i++];
+    }
+    check_complete(a);
+}
+
+static const struct ne_command *find_command(const char *name)
+{
+    for (int i = 0; i < NE_COMMAND_COUNT; i++)
+        if (strcmp(ne_commands[i].name, name) == 0)
+            return &ne_commands[i];
+    return NULL;
+}
+
+/* The value of single option `id`, or `fallback` when it was not given. */
+static const char *value_of(const struct args *a, enum ne_opt id, const char *fallback)
+{
+    for (int i = 0; i < a->n; i++)
+        if (a->items[i].id == id)
+            return a->items[i].value;
+    return fallback;
+}
+
+static int is_given(const struct args *a, enum ne_opt id)
+{
+    return a->count[id] > 0;
+}
+
+/* Every value of repeatable option `id`, in order. */
+static void values_of(const struct args *a, enum ne_opt id, struct list *out)
+{
+    for (int i = 0; i < a->n; i++)
+        if (a->items[i].id == id)
+            list_add(out, a->items[i].value);
+}
+
+static void print_json(const char *s)
+{
+    if (!s) {
+        fputs("null", stdout);
+        return;
+    }
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+/* check-args: what was read, as JSON: {"command": NAME, "options": [[OPTION, VALUE or null]...],
+ * "operand": TEXT or null, "cmd": [ARG...] or null}. */
+static void print_args(const struct args *a)
+{
+    fputs("{\"command\": ", stdout);
+    print_json(a->command->name);
+    fputs(", \"options\": [", stdout);
+    for (int i = 0; i < a->n; i++) {
+        fputs(i ? ", [" : "[", stdout);
+        print_json(ne_options[a->items[i].id].name);
+        fputs(", ", stdout);
+        print_json(a->items[i].value);
+        putchar(']');
+    }
+    fputs("], \"operand\": ", stdout);
+    print_json(a->operand);
+    fputs(", \"cmd\": ", stdout);
+    if (a->cmd) {
+        putchar('[');
+        for (char **arg = a->cmd; *arg; arg++) {
+            fputs(arg == a->cmd ? "" : ", ", stdout);
+            print_json(*arg);
+        }
+        putchar(']');
+    } else {
+        fputs("null", stdout);
+    }
+    fputs("}\n", stdout);
+}
+
 static void write_file(const char *path, const char *text)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
-        DIE("open %s: %s", path, strerror(errno));
+        DIE_SYS("open %s", path);
     if (write(fd, text, strlen(text)) < 0)
-        DIE("write %s: %s", path, strerror(errno));
+        DIE_SYS("write %s", path);
     close(fd);
 }
 
 static void join_cgroups(struct list *cgroups)
 {
     char pid[32];
-    snprintf(pid, sizeof pid, "%d\n", getpid());
+
+    format_into(pid, sizeof pid, "%d\n", getpid());
     for (int i = 0; i < cgroups->n; i++)
         write_file(cgroups->items[i], pid);
 }
@@ -151,28 +461,27 @@ static void do_mount(const char *src, const char *dst, const char *type, unsigne
                      const char *data)
 {
     if (mount(src, dst, type, flags, data) < 0)
-        DIE("mount %s on %s (%s): %s", src ? src : "none", dst, type ? type : "bind",
-            strerror(errno));
+        DIE_SYS("mount %s on %s (%s)", src ? src : "none", dst, type ? type : "bind");
 }
 
 static void make_dir(const char *path, mode_t mode)
 {
     if (mkdir(path, mode) < 0 && errno != EEXIST)
-        DIE("mkdir %s: %s", path, strerror(errno));
+        DIE_SYS("mkdir %s", path);
 }
 
 static void make_file(const char *path)
 {
     int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
     if (fd < 0)
-        DIE("create %s: %s", path, strerror(errno));
+        DIE_SYS("create %s", path);
     close(fd);
 }
 
 static void make_symlink(const char *target, const char *path)
 {
     if (symlink(target, path) < 0 && errno != EEXIST)
-        DIE("symlink %s: %s", path, strerror(errno));
+        DIE_SYS("symlink %s", path);
 }
 
 /* A minimal /dev: tmpfs with the usual nodes bind-mounted from the machine (works in a user
@@ -182,24 +491,24 @@ static void setup_dev(const char *root)
     static const char *nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
     char path[4096], src[64];
 
-    snprintf(path, sizeof path, "%s/dev", root);
+    format_into(path, sizeof path, "%s/dev", root);
     make_dir(path, 0755);
     /* nodev: a node the host makes here opens nothing; the binds below carry their own mount. */
     do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=755,size=65536k");
     for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++) {
-        snprintf(path, sizeof path, "%s/dev/%s", root, nodes[i]);
-        snprintf(src, sizeof src, "/dev/%s", nodes[i]);
+        format_into(path, sizeof path, "%s/dev/%s", root, nodes[i]);
+        format_into(src, sizeof src, "/dev/%s", nodes[i]);
         make_file(path);
         do_mount(src, path, NULL, MS_BIND, NULL);
         remount_bind(path, MS_RDONLY); /* the machine's node: chmod or chown inside must not reach it */
     }
-    snprintf(path, sizeof path, "%s/dev/pts", root);
+    format_into(path, sizeof path, "%s/dev/pts", root);
     make_dir(path, 0755);
     do_mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC,
              "newinstance,ptmxmode=0666,mode=0620");
-    snprintf(path, sizeof path, "%s/dev/ptmx", root);
+    format_into(path, sizeof path, "%s/dev/ptmx", root);
     make_symlink("pts/ptmx", path);
-    snprintf(path, sizeof path, "%s/dev/shm", root);
+    format_into(path, sizeof path, "%s/dev/shm", root);
     make_dir(path, 01777);
     do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k");
     static const char *links[][2] = {{"/proc/self/fd", "fd"},
@@ -207,7 +516,7 @@ static void setup_dev(const char *root)
                                      {"/proc/self/fd/1", "stdout"},
                                      {"/proc/self/fd/2", "stderr"}};
     for (size_t i = 0; i < sizeof links / sizeof *links; i++) {
-        snprintf(path, sizeof path, "%s/dev/%s", root, links[i][1]);
+        format_into(path, sizeof path, "%s/dev/%s", root, links[i][1]);
         make_symlink(links[i][0], path);
     }
 }
@@ -233,7 +542,7 @@ static void remount_bind(const char *path, unsigned long rdonly)
     struct statvfs sv;
 
     if (statvfs(path, &sv) < 0)
-        DIE("statvfs %s: %s", path, strerror(errno));
+        DIE_SYS("statvfs %s", path);
     for (size_t i = 0; i < sizeof keep / sizeof *keep; i++)
         if (sv.f_flag & keep[i].st)
             flags |= keep[i].ms;
@@ -257,45 +566,37 @@ struct confinement {
     size_t filter_len;
 };
 
+/* Bytes from hexadecimal digits (check_value let only those through). */
 static unsigned char *parse_hex(const char *text, size_t *len)
 {
     size_t n = strlen(text);
     unsigned char *out;
 
-    if (n == 0 || n % 2)
-        DIE("bad hex value (%zu digits)", n);
+    if (n % 2)
+        DIE("bad --seccomp: an odd number of hexadecimal digits (%zu)", n);
     out = malloc(n / 2);
     if (!out)
         DIE("out of memory");
-    for (size_t i = 0; i < n / 2; i++) {
-        unsigned int byte;
-        if (sscanf(text + 2 * i, "%2x", &byte) != 1)
-            DIE("bad hex digit at %zu", 2 * i);
-        out[i] = (unsigned char)byte;
-    }
+    for (size_t i = 0; i < n / 2; i++)
+        out[i] = (unsigned char)(hex_digit(text[2 * i]) << 4 | hex_digit(text[2 * i + 1]));
     *len = n / 2;
     return out;
 }
 
-/* Whether `a` (an option) was one of confinement's; it then takes `v`. */
-static int parse_confinement(const char *a, const char *v, struct confinement *c)
+static void read_confinement(const struct args *a, struct confinement *c)
 {
-    if (!strcmp(a, "--caps")) {
-        char *end;
-        errno = 0;
-        c->caps = strtoull(v, &end, 16);
-        if (errno || *end || !*v)
-            DIE("bad --caps %s: a hexadecimal capability mask", v);
+    const char *caps = value_of(a, NE_OPT_CAPS, NULL), *filter = value_of(a, NE_OPT_SECCOMP, NULL);
+
+    if (caps) { /* at most 16 hexadecimal digits (the table's limit): 64 bits */
+        for (const char *p = caps; *p; p++)
+            c->caps = c->caps << 4 | (unsigned long long)hex_digit(*p);
         c->has_caps = 1;
-        return 1;
     }
-    if (!strcmp(a, "--seccomp")) {
-        c->filter = parse_hex(v, &c->filter_len);
+    if (filter) {
+        c->filter = parse_hex(filter, &c->filter_len);
         if (c->filter_len % sizeof(struct sock_filter) || c->filter_len / sizeof(struct sock_filter) > BPF_MAXINSNS)
             DIE("bad --seccomp: not a whole BPF program (%zu bytes)", c->filter_len);
-        return 1;
     }
-    return 0;
 }
 
 static int last_cap(void)
@@ -316,12 +617,12 @@ static void confine(const struct confinement *c, int last)
     if (c->has_caps)
         for (int cap = 0; cap <= last; cap++)
             if (!(c->caps >> cap & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-                DIE("drop capability %d from the bounding set: %s", cap, strerror(errno));
+                DIE_SYS("drop capability %d from the bounding set", cap);
     if (c->filter) {
         struct sock_fprog prog = {.len = (unsigned short)(c->filter_len / sizeof(struct sock_filter)),
                                   .filter = (struct sock_filter *)c->filter};
         if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
-            DIE("install the seccomp filter: %s", strerror(errno));
+            DIE_SYS("install the seccomp filter");
     }
     if (c->has_caps) {
         struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
@@ -329,9 +630,9 @@ static void confine(const struct confinement *c, int last)
         for (int i = 0; i < 2; i++)
             data[i].permitted = data[i].effective = (unsigned int)(c->caps >> (32 * i));
         if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-            DIE("clear the ambient capabilities: %s", strerror(errno));
+            DIE_SYS("clear the ambient capabilities");
         if (syscall(SYS_capset, &head, data) < 0)
-            DIE("set capabilities: %s", strerror(errno));
+            DIE_SYS("set capabilities");
     }
 }
 
@@ -380,11 +681,19 @@ static void exec_in_host(char **argv, char **envp)
     errno = err;
 }
 
-/* Everything `run` is told on its command line. */
+/* --userns BASE:COUNT (see "User namespaces" below). */
+struct idrange {
+    unsigned long long base, count;
+};
+
+/* Everything `run` is told on its command line, read by read_run. */
 struct run_opts {
-    struct list cgroups, lowers, envs, hides, binds, devices, masks;
-    const char *upper, *work, *merged, *hostname, *net, *cwd, *userns;
-    int read_only, privileged;
+    struct list cgroups, lowers, envs, hides;
+    struct list binds; /* --bind SRC:DST[:ro|rw] and --device, as SRC:DST:dev, in order */
+    struct list masks; /* --mask, --ro-path and --rw-path, as m:PATH, r:PATH and w:PATH, in order */
+    const char *upper, *work, *merged, *hostname, *net, *cwd;
+    int has_userns, read_only, privileged;
+    struct idrange ids;
     struct confinement confine;
     char **cmd;
 };
@@ -461,16 +770,16 @@ static void open_binds(struct list *specs, struct bind_mount *out, int privilege
         if (!src || !dst)
             DIE("bad bind %s", specs->items[i]);
         if (stat(src, &st) < 0)
-            DIE("bind source %s: %s", src, strerror(errno));
+            DIE_SYS("bind source %s", src);
         out[i].fd = (int)syscall(SYS_open_tree, AT_FDCWD, src,
                                  NE_OPEN_TREE_CLONE | NE_AT_RECURSIVE | O_CLOEXEC);
         if (out[i].fd < 0)
-            DIE("open_tree %s: %s", src, strerror(errno));
+            DIE_SYS("open_tree %s", src);
         struct ne_mount_attr *attr = !mode || strcmp(mode, "rw") == 0 ? &rw : strcmp(mode, "ro") == 0 ? &ro : &dev;
         if (mode && strcmp(mode, "dev") == 0 && !S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
             DIE("device %s is not a device node", src);
         if (syscall(SYS_mount_setattr, out[i].fd, "", AT_EMPTY_PATH | NE_AT_RECURSIVE, attr, sizeof *attr) < 0)
-            DIE("bind of %s (mount_setattr): %s", src, strerror(errno));
+            DIE_SYS("bind of %s (mount_setattr)", src);
         out[i].dst = dst;
         out[i].is_dir = S_ISDIR(st.st_mode);
     }
@@ -482,8 +791,7 @@ static void make_parents(const char *path)
 {
     char buf[4096];
 
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        DIE("path too long: %.100s", path);
+    format_into(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/')
             continue;
@@ -505,7 +813,7 @@ static void attach_binds(struct bind_mount *binds, int n)
         else
             make_file(path);
         if (syscall(SYS_move_mount, binds[i].fd, "", AT_FDCWD, path, NE_MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            DIE("bind mount on %s (move_mount): %s", binds[i].dst, strerror(errno));
+            DIE_SYS("bind mount on %s (move_mount)", binds[i].dst);
         close(binds[i].fd);
     }
 }
@@ -535,19 +843,13 @@ static void attach_binds(struct bind_mount *binds, int n)
  * sources are cloned (open_binds), and the launcher moves into the mount point, where unshare
  * keeps it and PID 1 attaches the overlay on ".".
  */
-struct idrange {
-    unsigned long long base, count;
-};
-
 static void parse_idrange(const char *text, struct idrange *ids)
 {
-    char *end;
+    const char *end;
+    int ok = parse_decimal(text, &end, 0xFFFFFFFFULL, &ids->base) && *end == ':' &&
+             parse_decimal(end + 1, &end, 0xFFFFFFFFULL, &ids->count) && !*end;
 
-    errno = 0;
-    ids->base = strtoull(text, &end, 10);
-    if (errno == 0 && *end == ':')
-        ids->count = strtoull(end + 1, &end, 10);
-    if (errno || *end || ids->base == 0 || ids->count == 0 || ids->base + ids->count > 0xFFFFFFFFULL)
+    if (!ok || ids->base == 0 || ids->count == 0 || ids->base + ids->count > 0xFFFFFFFFULL)
         DIE("bad --userns %s: BASE:COUNT, a range of ids on the machine other than root's", text);
 }
 
@@ -555,8 +857,8 @@ static void write_id_map(pid_t pid, const char *file, const struct idrange *ids)
 {
     char path[64], map[64];
 
-    snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
-    snprintf(map, sizeof map, "0 %llu %llu\n", ids->base, ids->count);
+    format_into(path, sizeof path, "/proc/%d/%s", pid, file);
+    format_into(map, sizeof map, "0 %llu %llu\n", ids->base, ids->count);
     write_file(path, map);
 }
 
@@ -569,10 +871,10 @@ static int make_userns(const struct idrange *ids)
     char path[64], byte;
 
     if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0)
-        DIE("pipe: %s", strerror(errno));
+        DIE_SYS("pipe");
     pid_t pid = fork();
     if (pid < 0)
-        DIE("fork: %s", strerror(errno));
+        DIE_SYS("fork");
     if (pid == 0) {
         close(ready[0]);
         close(done[1]);
@@ -588,18 +890,18 @@ static int make_userns(const struct idrange *ids)
     if (read(ready[0], &err, sizeof err) != (ssize_t)sizeof err)
         DIE("the user namespace helper died before reporting");
     if (err)
-        DIE("unshare user namespace: %s%s", strerror(err),
+        DIE_ERR(err, "unshare user namespace: %s%s", strerror(err),
             err == ENOSPC ? " (user.max_user_namespaces reached)" : "");
     write_id_map(pid, "uid_map", ids);
     write_id_map(pid, "gid_map", ids);
-    snprintf(path, sizeof path, "/proc/%d/ns/user", pid);
+    format_into(path, sizeof path, "/proc/%d/ns/user", pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        DIE("open %s: %s", path, strerror(errno));
+        DIE_SYS("open %s", path);
     close(done[1]);
     close(ready[0]);
     if (waitpid(pid, NULL, 0) < 0)
-        DIE("wait for the user namespace helper: %s", strerror(errno));
+        DIE_SYS("wait for the user namespace helper");
     return fd;
 }
 
@@ -611,9 +913,9 @@ static int idmapped_clone(const char *path, int userns_fd)
     int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, NE_OPEN_TREE_CLONE | O_CLOEXEC);
 
     if (fd < 0)
-        DIE("open_tree %s: %s", path, strerror(errno));
+        DIE_SYS("open_tree %s", path);
     if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
-        DIE("idmapped mount of %s (mount_setattr): %s%s", path, strerror(errno),
+        DIE_ERR(errno, "idmapped mount of %s (mount_setattr): %s%s", path, strerror(errno),
             errno == EINVAL ? " (does its filesystem support idmapped mounts?)" : "");
     return fd;
 }
@@ -626,10 +928,12 @@ static void fs_die(int fsfd, const char *what, const char *value)
     ssize_t n;
 
     while ((n = read(fsfd, line, sizeof line - 1)) > 0) {
+        size_t off = 0;
+
         line[n] = 0;
-        snprintf(log, sizeof log, " [%s]", line);
+        put(log, sizeof log, &off, " [%s]", line); /* the last message, whole: it always fits */
     }
-    DIE("mount overlay: %s %s: %s%s%s", what, value, strerror(err), log,
+    DIE_ERR(err, "mount overlay: %s %s: %s%s%s", what, value, strerror(err), log,
         err == EINVAL ? " (idmapped detached layers need Linux 6.15 or later)" : "");
 }
 
@@ -650,7 +954,7 @@ static int make_overlay(struct list *lowers, const char *upper, const char *work
         DIE("no lower layer given");
     fsfd = (int)syscall(SYS_fsopen, "overlay", NE_FSOPEN_CLOEXEC);
     if (fsfd < 0)
-        DIE("mount overlay (fsopen): %s", strerror(errno));
+        DIE_SYS("mount overlay (fsopen)");
     /* The clones stay open until the overlay exists: closing one unmounts it. */
     for (int i = 0; i < lowers->n; i++) {
         layers[i] = idmapped_clone(lowers->items[i], userns_fd);
@@ -664,7 +968,7 @@ static int make_overlay(struct list *lowers, const char *upper, const char *work
         fs_die(fsfd, "create with upper", upper);
     mfd = (int)syscall(SYS_fsmount, fsfd, NE_FSMOUNT_CLOEXEC, attrs);
     if (mfd < 0)
-        DIE("mount overlay (fsmount): %s", strerror(errno));
+        DIE_SYS("mount overlay (fsmount)");
     for (int i = 0; i < lowers->n; i++)
         close(layers[i]);
     close(fsfd);
@@ -677,19 +981,19 @@ static int make_overlay(struct list *lowers, const char *upper, const char *work
 static void become_root(void)
 {
     if (setgroups(0, NULL) < 0)
-        DIE("setgroups in the user namespace: %s", strerror(errno));
+        DIE_SYS("setgroups in the user namespace");
     if (setresgid(0, 0, 0) < 0)
-        DIE("setresgid 0 in the user namespace: %s", strerror(errno));
+        DIE_SYS("setresgid 0 in the user namespace");
     if (setresuid(0, 0, 0) < 0)
-        DIE("setresuid 0 in the user namespace: %s", strerror(errno));
+        DIE_SYS("setresuid 0 in the user namespace");
     if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
-        DIE("prctl PR_SET_DUMPABLE: %s", strerror(errno));
+        DIE_SYS("prctl PR_SET_DUMPABLE");
 }
 
 static void enter_userns(int userns_fd)
 {
     if (setns(userns_fd, CLONE_NEWUSER) < 0)
-        DIE("setns user namespace: %s", strerror(errno));
+        DIE_SYS("setns user namespace");
     become_root();
 }
 
@@ -698,9 +1002,9 @@ static void enter_userns(int userns_fd)
 static void attach_overlay(int ovl_fd, const char *merged)
 {
     if (syscall(SYS_move_mount, ovl_fd, "", AT_FDCWD, ".", NE_MOVE_MOUNT_F_EMPTY_PATH) < 0)
-        DIE("attach the overlay on %s (move_mount): %s", merged, strerror(errno));
+        DIE_SYS("attach the overlay on %s (move_mount)", merged);
     if (fchdir(ovl_fd) < 0)
-        DIE("enter the overlay on %s: %s", merged, strerror(errno));
+        DIE_SYS("enter the overlay on %s", merged);
     close(ovl_fd);
 }
 
@@ -708,17 +1012,16 @@ static void mount_overlay(struct list *lowers, const char *upper, const char *wo
                           const char *merged, unsigned long flags)
 {
     char opts[8192];
-    size_t off;
+    size_t off = 0;
+    int fits;
 
     if (lowers->n == 0)
         DIE("no lower layer given");
-    off = (size_t)snprintf(opts, sizeof opts, "lowerdir=");
-    for (int i = 0; i < lowers->n && off < sizeof opts; i++)
-        off += (size_t)snprintf(opts + off, sizeof opts - off, "%s%s", i ? ":" : "",
-                                lowers->items[i]);
-    if (off >= sizeof opts ||
-        (size_t)snprintf(opts + off, sizeof opts - off, ",upperdir=%s,workdir=%s", upper, work) >= sizeof opts - off)
-        DIE("overlay options longer than %zu bytes", sizeof opts);
+    fits = put(opts, sizeof opts, &off, "lowerdir=");
+    for (int i = 0; fits && i < lowers->n; i++)
+        fits = put(opts, sizeof opts, &off, "%s%s", i ? ":" : "", lowers->items[i]);
+    if (!fits || !put(opts, sizeof opts, &off, ",upperdir=%s,workdir=%s", upper, work))
+        DIE("overlay options longer than %zu bytes", sizeof opts - 1);
     do_mount("overlay", merged, "overlay", flags, opts);
 }
 
@@ -731,15 +1034,12 @@ static void mount_sys(const char *path, int userns_foreign_net, int privileged)
     if (mount("sysfs", path, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | (privileged ? 0 : MS_RDONLY), NULL) == 0)
         return;
     if (!(userns_foreign_net && errno == EPERM))
-        DIE("mount sysfs on %s: %s", path, strerror(errno));
+        DIE_SYS("mount sysfs on %s", path);
     do_mount("/sys", path, NULL, MS_BIND | MS_REC, NULL);
     if (!privileged)
         remount_bind(path, MS_RDONLY);
 }
 
-/* The overlay root (mounted here, or made before the user namespace and attached here), fresh
- * /proc, /sys, /dev, /run, the binds, then pivot_root so that nothing of the machine's mount tree
- * stays reachable. Once in the overlay every path is relative to it ("."). */
 /* The kernel paths of --mask, --ro-path and --rw-path, once the host's root is "/". Each entry
  * is "m:PATH", "r:PATH" or "w:PATH"; a path the kernel does not have is skipped. */
 static void restrict_paths(struct list *masks)
@@ -774,11 +1074,11 @@ static void pivot_into_cwd(const char *merged)
     /* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only
      * the host's own tree (the runc trick, no put_old directory needed). */
     if (syscall(SYS_pivot_root, ".", ".") < 0)
-        DIE("pivot_root %s: %s", merged, strerror(errno));
+        DIE_SYS("pivot_root %s", merged);
     if (umount2(".", MNT_DETACH) < 0)
-        DIE("detach old root: %s", strerror(errno));
+        DIE_SYS("detach old root");
     if (chdir("/") < 0)
-        DIE("chdir /: %s", strerror(errno));
+        DIE_SYS("chdir /");
 }
 
 /* The overlay root (mounted here, or made before the user namespace and attached here), fresh
@@ -792,17 +1092,19 @@ static void setup_rootfs(struct run_opts *o, int ovl_fd, struct bind_mount *bind
 
     /* Private first: nothing mounted below may propagate back to the machine. */
     do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+    stage = NE_STAGE_OVERLAY;
     if (ovl_fd >= 0) {
         attach_overlay(ovl_fd, o->merged);
     } else {
         mount_overlay(&o->lowers, o->upper, o->work, o->merged, root_flags);
         if (chdir(o->merged) < 0)
-            DIE("chdir %s: %s", o->merged, strerror(errno));
+            DIE_SYS("chdir %s", o->merged);
     }
+    stage = NE_STAGE_ROOTFS;
     make_dir("proc", 0555);
     do_mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     make_dir("sys", 0555);
-    mount_sys("sys", o->userns && strcmp(o->net, "new") != 0, o->privileged);
+    mount_sys("sys", o->has_userns && strcmp(o->net, "new") != 0, o->privileged);
     if (o->privileged)
         setup_machine_dev();
     else
@@ -823,14 +1125,14 @@ static void loopback_up(void)
     struct ifreq ifr;
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        DIE("socket: %s", strerror(errno));
+        DIE_SYS("socket");
     memset(&ifr, 0, sizeof ifr);
     strcpy(ifr.ifr_name, "lo");
     if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
-        DIE("SIOCGIFFLAGS lo: %s", strerror(errno));
+        DIE_SYS("SIOCGIFFLAGS lo");
     ifr.ifr_flags |= IFF_UP;
     if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
-        DIE("SIOCSIFFLAGS lo: %s", strerror(errno));
+        DIE_SYS("SIOCSIFFLAGS lo");
     close(fd);
 }
 
@@ -905,6 +1207,18 @@ static int pid1_loop(char **cmd, char **envp, const char *cwd)
     }
 }
 
+/* A command's environment: the --env values, NULL-terminated. */
+static char **env_array(const struct list *envs)
+{
+    char **envp = calloc((size_t)envs->n + 1, sizeof *envp);
+
+    if (!envp)
+        DIE("out of memory");
+    for (int i = 0; i < envs->n; i++)
+        envp[i] = envs->items[i];
+    return envp;
+}
+
 /* `value` with `tag` before (prefix) or after it, in new memory. */
 static char *tagged(const char *value, const char *tag, int prefix)
 {
@@ -914,57 +1228,81 @@ static char *tagged(const char *value, const char *tag, int prefix)
     return out;
 }
 
-static void parse_run(int argc, char **argv, struct run_opts *o)
+/* SRC:DST[:ro|rw] of --bind, or SRC:DST of --device: absolute paths with no ':' in them
+ * (open_binds splits them there). */
+static void check_bind(const char *spec, enum ne_opt id)
 {
-    o->net = "new";
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--") == 0) {
-            o->cmd = &argv[i + 1];
+    const char *dst = strchr(spec, ':'), *mode = dst ? strchr(dst + 1, ':') : NULL;
+    int ok = spec[0] == '/' && dst && dst[1] == '/';
+
+    if (mode)
+        ok = ok && id == NE_OPT_BIND && (strcmp(mode + 1, "ro") == 0 || strcmp(mode + 1, "rw") == 0);
+    if (!ok)
+        DIE("bad %s %.200s: %s, absolute paths", ne_options[id].name, spec,
+            id == NE_OPT_BIND ? "SRC:DST[:ro|rw]" : "SRC:DST");
+}
+
+/* The mounts made after pivot_root, each list in the order given. */
+static void read_mounts(const struct args *a, struct run_opts *o)
+{
+    for (int i = 0; i < a->n; i++) {
+        char *v = a->items[i].value;
+        switch (a->items[i].id) {
+        case NE_OPT_BIND:
+            check_bind(v, NE_OPT_BIND);
+            list_add(&o->binds, v);
+            break;
+        case NE_OPT_DEVICE:
+            check_bind(v, NE_OPT_DEVICE);
+            list_add(&o->binds, tagged(v, ":dev", 0));
+            break;
+        case NE_OPT_MASK:
+            list_add(&o->masks, tagged(v, "m:", 1));
+            break;
+        case NE_OPT_RO_PATH:
+            list_add(&o->masks, tagged(v, "r:", 1));
+            break;
+        case NE_OPT_RW_PATH:
+            list_add(&o->masks, tagged(v, "w:", 1));
+            break;
+        default:
             break;
         }
-        if (!strcmp(a, "--read-only")) {
-            o->read_only = 1;
-            continue;
-        }
-        if (!strcmp(a, "--privileged")) {
-            o->privileged = 1;
-            continue;
-        }
-        if (i + 1 >= argc)
-            DIE("option %s needs a value", a);
-        char *v = argv[++i];
-        if (parse_confinement(a, v, &o->confine)) continue;
-        else if (!strcmp(a, "--cgroup")) list_add(&o->cgroups, v);
-        else if (!strcmp(a, "--device")) list_add(&o->binds, tagged(v, ":dev", 0));
-        else if (!strcmp(a, "--mask")) list_add(&o->masks, tagged(v, "m:", 1));
-        else if (!strcmp(a, "--ro-path")) list_add(&o->masks, tagged(v, "r:", 1));
-        else if (!strcmp(a, "--rw-path")) list_add(&o->masks, tagged(v, "w:", 1));
-        else if (!strcmp(a, "--lower")) list_add(&o->lowers, v);
-        else if (!strcmp(a, "--env")) list_add(&o->envs, v);
-        else if (!strcmp(a, "--hide")) list_add(&o->hides, v);
-        else if (!strcmp(a, "--bind")) list_add(&o->binds, v);
-        else if (!strcmp(a, "--upper")) o->upper = v;
-        else if (!strcmp(a, "--work")) o->work = v;
-        else if (!strcmp(a, "--merged")) o->merged = v;
-        else if (!strcmp(a, "--hostname")) o->hostname = v;
-        else if (!strcmp(a, "--net")) o->net = v;
-        else if (!strcmp(a, "--cwd")) o->cwd = v;
-        else if (!strcmp(a, "--userns")) o->userns = v;
-        else if (!strcmp(a, "--status-fd")) status_fd = atoi(v);
-        else DIE("unknown option %s", a);
     }
-    if (!o->upper || !o->work || !o->merged)
-        DIE("--upper, --work and --merged are required");
+}
+
+/* Everything `run` was told, checked before anything is done (check-args stops here). */
+static void read_run(const struct args *a, struct run_opts *o)
+{
+    const char *userns = value_of(a, NE_OPT_USERNS, NULL);
+
+    values_of(a, NE_OPT_CGROUP, &o->cgroups);
+    values_of(a, NE_OPT_LOWER, &o->lowers);
+    values_of(a, NE_OPT_ENV, &o->envs);
+    values_of(a, NE_OPT_HIDE, &o->hides);
+    o->upper = value_of(a, NE_OPT_UPPER, NULL);
+    o->work = value_of(a, NE_OPT_WORK, NULL);
+    o->merged = value_of(a, NE_OPT_MERGED, NULL);
+    o->hostname = value_of(a, NE_OPT_HOSTNAME, NULL);
+    o->net = value_of(a, NE_OPT_NET, "new");
+    o->cwd = value_of(a, NE_OPT_CWD, NULL);
+    o->read_only = is_given(a, NE_OPT_READ_ONLY);
+    o->privileged = is_given(a, NE_OPT_PRIVILEGED);
+    o->has_userns = userns != NULL;
+    if (userns)
+        parse_idrange(userns, &o->ids);
+    read_confinement(a, &o->confine);
+    read_mounts(a, o);
+    o->cmd = a->cmd;
 }
 
 static void join_netns(const char *net)
 {
     int fd = open(net, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        DIE("open network namespace %s: %s", net, strerror(errno));
+        DIE_SYS("open network namespace %s", net);
     if (setns(fd, CLONE_NEWNET) < 0)
-        DIE("setns %s: %s", net, strerror(errno));
+        DIE_SYS("setns %s", net);
     close(fd);
 }
 
@@ -972,264 +1310,366 @@ static void join_netns(const char *net)
  * the machine (only this side knows it). */
 static int report_start(pid_t pid, int ready_fd)
 {
-    char buf[1200];
+    char buf[STATUS_MAX + 1];
     ssize_t n = read(ready_fd, buf, sizeof buf - 1);
 
     if (n <= 0) {
-        report_error("host init exited during set-up");
+        report_error(0, "host init exited during set-up");
         return 1;
     }
     buf[n] = 0;
-    int ok = strncmp(buf, "ok", 2) == 0;
+    int ok = strcmp(buf, NE_STATUS_OK "\n") == 0;
+    buf[strcspn(buf, "\n")] = 0;
     if (ok && status_fd >= 0)
-        dprintf(status_fd, "ok %d\n", pid);
+        status_line(status_fd, NE_STATUS_OK " %d", pid);
     else if (ok)
         printf("%d\n", pid);
     else if (status_fd >= 0)
-        dprintf(status_fd, "%s", buf);
+        status_line(status_fd, "%s", buf); /* PID 1's own error line, as it is */
     else
-        fputs(buf, stderr);
+        fprintf(stderr, "%s\n", buf);
     return ok ? 0 : 1;
 }
 
-static int cmd_run(int argc, char **argv)
+/* What is done as the machine's root in the machine's namespaces: the cgroups joined, the bind
+ * sources cloned and, for a host with a user namespace, that namespace and the detached overlay
+ * made (returned; -1 for the others, whose overlay PID 1 mounts). */
+static int prepare_outside(struct run_opts *o, struct bind_mount *binds, int *userns_fd)
+{
+    int ovl_fd;
+
+    stage = NE_STAGE_CGROUPS;
+    join_cgroups(&o->cgroups);
+    stage = NE_STAGE_BINDS;
+    open_binds(&o->binds, binds, o->privileged);
+    if (!o->has_userns)
+        return -1;
+    stage = NE_STAGE_USERNS;
+    *userns_fd = make_userns(&o->ids);
+    stage = NE_STAGE_OVERLAY;
+    ovl_fd = make_overlay(&o->lowers, o->upper, o->work, *userns_fd,
+                          (o->privileged ? 0 : NE_MOUNT_ATTR_NODEV) | (o->read_only ? NE_MOUNT_ATTR_RDONLY : 0));
+    /* Reach the mount point while still the machine's root; unshare keeps us there. */
+    if (chdir(o->merged) < 0)
+        DIE_SYS("chdir %s", o->merged);
+    return ovl_fd;
+}
+
+/* The network namespace joined as the machine's root, then the user namespace entered, so that it
+ * owns the namespaces unshared after it. */
+static void enter_namespaces(const struct run_opts *o, int userns_fd)
+{
+    int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
+
+    stage = NE_STAGE_NAMESPACES;
+    if (strcmp(o->net, "new") == 0)
+        flags |= CLONE_NEWNET;
+    else if (strcmp(o->net, "host") != 0)
+        join_netns(o->net); /* as the machine's root, before entering the user namespace */
+    if (userns_fd >= 0) {
+        stage = NE_STAGE_USERNS;
+        enter_userns(userns_fd); /* first, so that it owns the namespaces made below */
+        close(userns_fd);
+        stage = NE_STAGE_NAMESPACES;
+    }
+    if (unshare(flags) < 0)
+        DIE_SYS("unshare namespaces");
+    if (unshare(CLONE_NEWCGROUP) < 0 && errno != EINVAL)
+        DIE_SYS("unshare cgroup namespace");
+}
+
+/* PID 1 of the new PID namespace: its root, name, loopback and confinement, then "ok" through
+ * `ready` (the launcher passes it on) and the init loop. */
+static int become_pid1(struct run_opts *o, int ovl_fd, struct bind_mount *binds, int ready)
+{
+    int outer_status = status_fd;
+
+    status_fd = ready;
+    if (outer_status >= 0)
+        close(outer_status);
+    stage = NE_STAGE_ROOTFS;
+    setup_rootfs(o, ovl_fd, binds);
+    stage = NE_STAGE_HOST;
+    if (o->hostname && sethostname(o->hostname, strlen(o->hostname)) < 0)
+        DIE_SYS("sethostname %s", o->hostname);
+    if (strcmp(o->net, "new") == 0)
+        loopback_up();
+
+    char **envp = env_array(&o->envs);
+    stage = NE_STAGE_CONFINE;
+    confine(&o->confine, last_cap());
+    /* Not dumpable: /proc/1 then belongs to the machine's root, so root inside cannot open
+     * /proc/1/exe (this binary, a file of the machine) nor read PID 1's memory. The command's
+     * execve makes it dumpable again. */
+    if (!o->privileged && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        DIE_SYS("prctl PR_SET_DUMPABLE");
+    status_line(status_fd, NE_STATUS_OK);
+    close(status_fd);
+    status_fd = -1;
+    return pid1_loop(o->cmd, envp, o->cwd);
+}
+
+static int cmd_run(const struct args *a)
 {
     static struct bind_mount binds[MAX_LIST];
     struct run_opts o = {0};
-    int pipefd[2], ovl_fd = -1, userns_fd = -1;
+    int pipefd[2], userns_fd = -1, ovl_fd;
 
-    parse_run(argc, argv, &o);
-    join_cgroups(&o.cgroups);
-    open_binds(&o.binds, binds, o.privileged);
-    if (o.userns) {
-        struct idrange ids;
-        parse_idrange(o.userns, &ids);
-        userns_fd = make_userns(&ids);
-        ovl_fd = make_overlay(&o.lowers, o.upper, o.work, userns_fd,
-                              (o.privileged ? 0 : NE_MOUNT_ATTR_NODEV) | (o.read_only ? NE_MOUNT_ATTR_RDONLY : 0));
-        /* Reach the mount point while still the machine's root; unshare keeps us there. */
-        if (chdir(o.merged) < 0)
-            DIE("chdir %s: %s", o.merged, strerror(errno));
-    }
-
-    int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
-    if (strcmp(o.net, "new") == 0)
-        flags |= CLONE_NEWNET;
-    else if (strcmp(o.net, "host") != 0)
-        join_netns(o.net); /* as the machine's root, before entering the user namespace */
-    if (userns_fd >= 0) {
-        enter_userns(userns_fd); /* first, so that it owns the namespaces made below */
-        close(userns_fd);
-    }
-    if (unshare(flags) < 0)
-        DIE("unshare namespaces: %s", strerror(errno));
-    if (unshare(CLONE_NEWCGROUP) < 0 && errno != EINVAL)
-        DIE("unshare cgroup namespace: %s", strerror(errno));
-
+    read_run(a, &o);
+    ovl_fd = prepare_outside(&o, binds, &userns_fd);
+    enter_namespaces(&o, userns_fd);
     /* The child reports "ready" through this pipe so the caller learns of any failure in
      * the mount set-up synchronously, with the reason. */
+    stage = NE_STAGE_START;
     if (pipe2(pipefd, O_CLOEXEC) < 0)
-        DIE("pipe: %s", strerror(errno));
+        DIE_SYS("pipe");
     pid_t pid = fork();
     if (pid < 0)
-        DIE("fork: %s", strerror(errno));
+        DIE_SYS("fork");
     if (pid > 0) {
         close(pipefd[1]);
         return report_start(pid, pipefd[0]);
     }
-
-    /* PID 1 of the new PID namespace. */
     close(pipefd[0]);
-    int outer_status = status_fd;
-    status_fd = pipefd[1];
-    if (outer_status >= 0)
-        close(outer_status);
-    setup_rootfs(&o, ovl_fd, binds);
-    if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0)
-        DIE("sethostname %s: %s", o.hostname, strerror(errno));
-    if (strcmp(o.net, "new") == 0)
-        loopback_up();
-
-    char **envp = calloc((size_t)o.envs.n + 1, sizeof *envp);
-    if (!envp)
-        DIE("out of memory");
-    for (int i = 0; i < o.envs.n; i++)
-        envp[i] = o.envs.items[i];
-    confine(&o.confine, last_cap());
-    /* Not dumpable: /proc/1 then belongs to the machine's root, so root inside cannot open
-     * /proc/1/exe (this binary, a file of the machine) nor read PID 1's memory. The command's
-     * execve makes it dumpable again. */
-    if (!o.privileged && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-        DIE("prctl PR_SET_DUMPABLE: %s", strerror(errno));
-    dprintf(status_fd, "ok\n");
-    close(status_fd);
-    status_fd = -1;
-    return pid1_loop(o.cmd, envp, o.cwd);
+    return become_pid1(&o, ovl_fd, binds, pipefd[1]);
 }
 
-/* exec: join the cgroups and every namespace of host PID, then run CMD as a child so that
- * the PID namespace applies; the exit status of CMD is ours. */
-static int cmd_exec(int argc, char **argv)
+/* ---- exec: CMD inside a running host ---------------------------------------------------
+ *
+ * exec joins the cgroups and every namespace of host PID, then runs CMD as a child so that the
+ * PID namespace applies; the exit status of CMD is ours. */
+#define NS_COUNT 7
+
+/* The user namespace first: it is joined apart from the others (see join_target). */
+static const char *const ns_names[NS_COUNT] = {"user", "ipc", "uts", "net", "pid", "cgroup", "mnt"};
+
+struct exec_opts {
+    struct list cgroups, envs;
+    const char *cwd;
+    struct confinement confine;
+    int tty;
+    pid_t target;
+    char **cmd;
+};
+
+/* A running host as exec enters it: its namespaces and root, and which namespaces we share. */
+struct target {
+    pid_t pid;
+    int ns[NS_COUNT], root, same[NS_COUNT];
+};
+
+/* The command's stdio: what the relay copies, and the ends the command gets (-1: its own). */
+struct stdio {
+    struct channel ch[3];
+    int n, child_fd[3];
+};
+
+/* Everything `exec` was told, checked before anything is done (check-args stops here). */
+static void read_exec(const struct args *a, struct exec_opts *o)
 {
-    static const char *ns_names[] = {"user", "ipc", "uts", "net", "pid", "cgroup", "mnt"};
-    struct list cgroups = {0}, envs = {0};
-    struct confinement confinement = {0};
-    const char *cwd = "/";
-    char **cmd = NULL, path[256];
-    int target = 0, i, fds[7], rootfd, tty = 0, joined_user = 0;
+    unsigned long long pid;
+    const char *end;
 
-    for (i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--")) {
-            cmd = &argv[i + 1];
-            break;
-        }
-        if (a[0] != '-') {
-            target = atoi(a);
-            continue;
-        }
-        if (!strcmp(a, "--tty")) {
-            tty = 1;
-            continue;
-        }
-        if (i + 1 >= argc)
-            DIE("option %s needs a value", a);
-        char *v = argv[++i];
-        if (parse_confinement(a, v, &confinement)) continue;
-        else if (!strcmp(a, "--cgroup")) list_add(&cgroups, v);
-        else if (!strcmp(a, "--env")) list_add(&envs, v);
-        else if (!strcmp(a, "--cwd")) cwd = v;
-        else DIE("unknown option %s", a);
+    if (!parse_decimal(a->operand, &end, INT_MAX, &pid) || *end || pid == 0)
+        DIE("bad PID %.64s: the host's PID 1 on the machine, a number", a->operand);
+    o->target = (pid_t)pid;
+    values_of(a, NE_OPT_CGROUP, &o->cgroups);
+    values_of(a, NE_OPT_ENV, &o->envs);
+    o->cwd = value_of(a, NE_OPT_CWD, "/");
+    o->tty = is_given(a, NE_OPT_TTY);
+    read_confinement(a, &o->confine);
+    o->cmd = a->cmd;
+}
+
+/* Everything opened first: once in the host's mount namespace, /proc is the host's own. */
+static void open_target(pid_t pid, struct target *t)
+{
+    char path[64];
+
+    t->pid = pid;
+    for (int i = 0; i < NS_COUNT; i++) {
+        format_into(path, sizeof path, "/proc/%d/ns/%s", pid, ns_names[i]);
+        t->ns[i] = open(path, O_RDONLY | O_CLOEXEC);
+        if (t->ns[i] < 0)
+            DIE_ERR(errno, "open %s: %s (is the host running?)", path, strerror(errno));
     }
-    if (target <= 0 || !cmd || !cmd[0])
-        DIE("usage: netemu-init exec [--cgroup P]... [--env K=V]... PID -- CMD...");
+    format_into(path, sizeof path, "/proc/%d/root", pid);
+    t->root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (t->root < 0)
+        DIE_SYS("open %s", path);
+}
 
-    /* Open everything first: once in the host's mount namespace, /proc is the host's own. */
-    for (i = 0; i < 7; i++) {
-        snprintf(path, sizeof path, "/proc/%d/ns/%s", target, ns_names[i]);
-        fds[i] = open(path, O_RDONLY | O_CLOEXEC);
-        if (fds[i] < 0)
-            DIE("open %s: %s (is the host running?)", path, strerror(errno));
-    }
-    snprintf(path, sizeof path, "/proc/%d/root", target);
-    rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0)
-        DIE("open %s: %s", path, strerror(errno));
+/* Which namespaces we share already, read before any setns: in the host's mount namespace
+ * /proc/self is no longer ours. Joining one's own user namespace is refused: those are skipped. */
+static void find_shared(struct target *t)
+{
+    char path[64];
 
-    join_cgroups(&cgroups);
-    /* Which namespaces we share already, read before any setns: in the host's mount namespace
-     * /proc/self is no longer ours. Joining one's own user namespace is refused: skip those. */
-    int same[7], refused[7] = {0};
-    for (i = 0; i < 7; i++) {
+    for (int i = 0; i < NS_COUNT; i++) {
         struct stat mine, theirs;
-        snprintf(path, sizeof path, "/proc/self/ns/%s", ns_names[i]);
-        same[i] = stat(path, &mine) == 0 && fstat(fds[i], &theirs) == 0 && mine.st_ino == theirs.st_ino;
+        format_into(path, sizeof path, "/proc/self/ns/%s", ns_names[i]);
+        t->same[i] = stat(path, &mine) == 0 && fstat(t->ns[i], &theirs) == 0 && mine.st_ino == theirs.st_ino;
     }
-    /* As nsenter does: every namespace but the user one while still the machine's root (a
-     * userns host on network: container:X sits in a network namespace its own user namespace
-     * does not own), then the user namespace, then what the machine's root was refused. */
-    for (i = 1; i < 7; i++)
-        if (!same[i] && setns(fds[i], 0) < 0)
+}
+
+/* As nsenter does: every namespace but the user one while still the machine's root (a userns
+ * host on network: container:X sits in a network namespace its own user namespace does not
+ * own), then the user namespace, then what the machine's root was refused; then the host's
+ * root, and `cwd` in it. */
+static void join_target(const struct target *t, const char *cwd)
+{
+    int refused[NS_COUNT] = {0}, joined_user = 0;
+
+    for (int i = 1; i < NS_COUNT; i++)
+        if (!t->same[i] && setns(t->ns[i], 0) < 0)
             refused[i] = errno;
-    if (!same[0]) {
-        if (setns(fds[0], 0) < 0)
-            DIE("setns user of %d: %s", target, strerror(errno));
+    if (!t->same[0]) {
+        if (setns(t->ns[0], 0) < 0)
+            DIE_SYS("setns user of %d", t->pid);
         joined_user = 1;
     }
-    for (i = 1; i < 7; i++)
-        if (refused[i] && setns(fds[i], 0) < 0)
-            DIE("setns %s of %d: %s (first attempt: %s)", ns_names[i], target, strerror(errno),
+    for (int i = 1; i < NS_COUNT; i++) {
+        if (!refused[i] || setns(t->ns[i], 0) == 0)
+            continue;
+        int err = errno;
+        DIE_ERR(err, "setns %s of %d: %s (first attempt: %s)", ns_names[i], t->pid, strerror(err),
                 strerror(refused[i]));
+    }
     if (joined_user)
         become_root(); /* the host's root, not the machine's uid 0 that it cannot map */
-    if (fchdir(rootfd) < 0 || chroot(".") < 0)
-        DIE("enter root of %d: %s", target, strerror(errno));
+    if (fchdir(t->root) < 0 || chroot(".") < 0)
+        DIE_SYS("enter root of %d", t->pid);
     if (chdir(cwd) < 0)
-        DIE("chdir %s: %s", cwd, strerror(errno));
+        DIE_SYS("chdir %s", cwd);
+}
 
-    char **envp = calloc((size_t)envs.n + 1, sizeof *envp);
-    for (i = 0; i < envs.n; i++)
-        envp[i] = envs.items[i];
+/* The signals the relay forwards, and SIGCHLD, blocked and read from a signalfd; `old` is the
+ * mask the command gets back. */
+static int block_signals(sigset_t *old)
+{
+    static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
+    sigset_t set;
 
-    sigset_t fwd, old;
-    sigemptyset(&fwd);
-    int fwd_sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
-    for (i = 0; i < (int)(sizeof fwd_sigs / sizeof *fwd_sigs); i++)
-        sigaddset(&fwd, fwd_sigs[i]);
-    sigprocmask(SIG_BLOCK, &fwd, &old);
-    int sfd = signalfd(-1, &fwd, SFD_CLOEXEC);
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
+        sigaddset(&set, forwarded[i]);
+    sigprocmask(SIG_BLOCK, &set, old);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     if (sfd < 0)
-        DIE("signalfd: %s", strerror(errno));
+        DIE_SYS("signalfd");
+    return sfd;
+}
 
-    /* With --tty the terminal is made inside the host (its own devpts), as docker exec -t does,
-     * so the shell owns a controlling terminal of the host and job control works. Without it,
-     * nothing of the caller's but an anonymous pipe enters the host: each of stdin, stdout and
-     * stderr that is a terminal, a file, a device or a socket is replaced by a pipe we copy, and
-     * the command starts a session of its own, with no controlling terminal. Otherwise root
-     * inside could read the caller's keystrokes or push its own into the caller's shell
-     * (TIOCSTI), or chmod and fill the machine's file that the caller redirected output to
-     * (a setuid binary for any local user). */
-    struct channel ch[3];
-    int nch = 0, child_fd[3] = {-1, -1, -1};
+/* With --tty the terminal is made inside the host (its own devpts), as docker exec -t does,
+ * so the shell owns a controlling terminal of the host and job control works. Without it,
+ * nothing of the caller's but an anonymous pipe enters the host: each of stdin, stdout and
+ * stderr that is a terminal, a file, a device or a socket is replaced by a pipe we copy, and
+ * the command starts a session of its own, with no controlling terminal. Otherwise root
+ * inside could read the caller's keystrokes or push its own into the caller's shell
+ * (TIOCSTI), or chmod and fill the machine's file that the caller redirected output to
+ * (a setuid binary for any local user). */
+static void open_stdio(int tty, struct stdio *io)
+{
+    io->n = 0;
+    for (int fd = 0; fd < 3; fd++)
+        io->child_fd[fd] = -1;
     if (tty) {
         int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
-            DIE("open a pseudo-terminal in the host: %s", strerror(errno));
+            DIE_SYS("open a pseudo-terminal in the host");
         copy_winsize(master);
-        ch[nch++] = (struct channel){master, STDOUT_FILENO, -1};
-        ch[nch++] = (struct channel){STDIN_FILENO, master, 4};
-    } else {
-        for (int fd = 0; fd < 3; fd++) {
-            int p[2];
-            if (passes_through(fd))
-                continue;
-            if (pipe2(p, O_CLOEXEC) < 0)
-                DIE("pipe: %s", strerror(errno));
-            child_fd[fd] = fd == 0 ? p[0] : p[1];
-            ch[nch++] = fd == 0 ? (struct channel){STDIN_FILENO, p[1], -1} : (struct channel){p[0], fd, -1};
-        }
+        io->ch[io->n++] = (struct channel){master, STDOUT_FILENO, -1};
+        io->ch[io->n++] = (struct channel){STDIN_FILENO, master, 4};
+        return;
     }
-    pid_t pid = fork();
-    if (pid < 0)
-        DIE("fork: %s", strerror(errno));
+    for (int fd = 0; fd < 3; fd++) {
+        int p[2];
+        if (passes_through(fd))
+            continue;
+        if (pipe2(p, O_CLOEXEC) < 0)
+            DIE_SYS("pipe");
+        io->child_fd[fd] = fd == 0 ? p[0] : p[1];
+        io->ch[io->n++] = fd == 0 ? (struct channel){STDIN_FILENO, p[1], -1} : (struct channel){p[0], fd, -1};
+    }
+}
+
+/* The child's side: its stdio, not dumpable, confined, then the command. */
+static void exec_child(const struct exec_opts *o, const struct stdio *io, const sigset_t *old, char **envp)
+    __attribute__((noreturn));
+static void exec_child(const struct exec_opts *o, const struct stdio *io, const sigset_t *old, char **envp)
+{
     int last = last_cap(); /* read now: once confined, /proc/sys may be another's */
-    if (pid == 0) {
-        sigprocmask(SIG_SETMASK, &old, NULL);
-        if (tty) {
-            attach_terminal(ch[0].from);
-        } else {
-            for (int fd = 0; fd < 3; fd++)
-                if (child_fd[fd] >= 0 && dup2(child_fd[fd], fd) < 0)
-                    _exit(126);
-            setsid();
-        }
-        /* Not dumpable until execve: once confined, this process holds no more capabilities than
-         * root inside, which could otherwise open its /proc/PID/exe (this binary, a file of the
-         * machine) in the moment before the command replaces it. execve makes the command
-         * dumpable again. */
-        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-            DIE("prctl PR_SET_DUMPABLE: %s", strerror(errno));
-        confine(&confinement, last);
-        close_inherited();
-        exec_in_host(cmd, envp);
-        fprintf(stderr, "netemu exec: %s: %s\n", cmd[0], strerror(errno));
-        _exit(errno == ENOENT ? 127 : 126);
+
+    sigprocmask(SIG_SETMASK, old, NULL);
+    if (o->tty) {
+        attach_terminal(io->ch[0].from);
+    } else {
+        for (int fd = 0; fd < 3; fd++)
+            if (io->child_fd[fd] >= 0 && dup2(io->child_fd[fd], fd) < 0)
+                _exit(126);
+        setsid();
     }
-    for (int fd = 0; fd < 3; fd++)
-        if (child_fd[fd] >= 0)
-            close(child_fd[fd]); /* the child's ends: EOF reaches us once it (and its heirs) close them */
-    signal(SIGPIPE, SIG_IGN); /* a command that closed its stdin must not kill the relay */
+    /* Not dumpable until execve: once confined, this process holds no more capabilities than
+     * root inside, which could otherwise open its /proc/PID/exe (this binary, a file of the
+     * machine) in the moment before the command replaces it. execve makes the command
+     * dumpable again. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        DIE_SYS("prctl PR_SET_DUMPABLE");
+    confine(&o->confine, last);
+    close_inherited();
+    exec_in_host(o->cmd, envp);
+    fprintf(stderr, "netemu exec: %s: %s\n", o->cmd[0], strerror(errno));
+    _exit(errno == ENOENT ? 127 : 126);
+}
+
+/* The caller's side: the relay until the command exits, the caller's terminal raw meanwhile. */
+static int relay_child(pid_t pid, int sfd, struct stdio *io, int tty)
+{
     struct termios saved;
+
+    for (int fd = 0; fd < 3; fd++)
+        if (io->child_fd[fd] >= 0)
+            close(io->child_fd[fd]); /* the child's ends: EOF reaches us once it (and its heirs) close them */
+    signal(SIGPIPE, SIG_IGN); /* a command that closed its stdin must not kill the relay */
     int raw = tty && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
     if (raw) {
         struct termios t = saved;
         cfmakeraw(&t);
         tcsetattr(STDIN_FILENO, TCSANOW, &t);
     }
-    int status = relay(pid, sfd, ch, nch);
+    int status = relay(pid, sfd, io->ch, io->n);
     if (raw)
         tcsetattr(STDIN_FILENO, TCSANOW, &saved);
     return status;
+}
+
+static int cmd_exec(const struct args *a)
+{
+    struct exec_opts o = {0};
+    struct target t;
+    struct stdio io;
+    sigset_t old;
+
+    read_exec(a, &o);
+    stage = NE_STAGE_JOIN;
+    open_target(o.target, &t);
+    stage = NE_STAGE_CGROUPS;
+    join_cgroups(&o.cgroups);
+    stage = NE_STAGE_JOIN;
+    find_shared(&t);
+    join_target(&t, o.cwd);
+    char **envp = env_array(&o.envs);
+    stage = NE_STAGE_STDIO;
+    int sfd = block_signals(&old);
+    open_stdio(o.tty, &io);
+    pid_t pid = fork();
+    if (pid < 0)
+        DIE_SYS("fork");
+    if (pid == 0) {
+        stage = NE_STAGE_CONFINE;
+        exec_child(&o, &io, &old, envp);
+    }
+    return relay_child(pid, sfd, &io, o.tty);
 }
 
 static void copy_winsize(int master)
@@ -1345,7 +1785,7 @@ static void run_sealed(char **argv)
     struct stat st;
 
     if (self < 0)
-        DIE("open /proc/self/exe: %s", strerror(errno));
+        DIE_SYS("open /proc/self/exe");
     int seals = fcntl(self, F_GET_SEALS); /* EINVAL for a file of a filesystem */
     if (seals != -1 && (seals & F_SEAL_WRITE)) {
         close(self);
@@ -1353,28 +1793,48 @@ static void run_sealed(char **argv)
     }
     copy = memfd_create("netemu-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (copy < 0 || fstat(self, &st) < 0)
-        DIE("memfd_create: %s", strerror(errno));
+        DIE_SYS("memfd_create");
     for (off_t done = 0; done < st.st_size;) {
         ssize_t n = sendfile(copy, self, NULL, (size_t)(st.st_size - done));
         if (n <= 0)
-            DIE("copy netemu-init into memory: %s", n < 0 ? strerror(errno) : "short read");
+            DIE_ERR(n < 0 ? errno : 0, "copy netemu-init into memory: %s", n < 0 ? strerror(errno) : "short read");
         done += n;
     }
     if (fcntl(copy, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
-        DIE("seal the copy of netemu-init: %s", strerror(errno));
+        DIE_SYS("seal the copy of netemu-init");
     close(self);
     fexecve(copy, argv, environ);
-    DIE("run the sealed copy of netemu-init: %s", strerror(errno));
+    DIE_SYS("run the sealed copy of netemu-init");
+}
+
+/* check-args: ARGS read and checked exactly as the subcommand reads them, then printed. */
+static int check_args(const struct ne_command *command, int argc, char **argv, struct args *a)
+{
+    parse_args(argc, argv, command, a);
+    if (command->id == NE_CMD_RUN) {
+        static struct run_opts o;
+        read_run(a, &o);
+    } else {
+        static struct exec_opts o;
+        read_exec(a, &o);
+    }
+    print_args(a);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "run") == 0)
-        return cmd_run(argc - 2, argv + 2);
-    if (argc >= 2 && strcmp(argv[1], "exec") == 0) {
-        run_sealed(argv);
-        return cmd_exec(argc - 2, argv + 2);
+    static struct args args;
+    const struct ne_command *command = argc >= 2 ? find_command(argv[1]) : NULL;
+
+    if (argc >= 3 && strcmp(argv[1], NE_CHECK_ARGS) == 0 && (command = find_command(argv[2])))
+        return check_args(command, argc - 3, argv + 3, &args);
+    if (!command) {
+        fprintf(stderr, "usage: netemu-init run|exec|" NE_CHECK_ARGS " ...\n");
+        return 2;
     }
-    fprintf(stderr, "usage: netemu-init run|exec ...\n");
-    return 2;
+    if (command->id == NE_CMD_EXEC)
+        run_sealed(argv); /* first: the command line is read by the sealed copy */
+    parse_args(argc - 2, argv + 2, command, &args);
+    return command->id == NE_CMD_RUN ? cmd_run(&args) : cmd_exec(&args);
 }
