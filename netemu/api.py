@@ -1,4 +1,4 @@
-"""The Python API (spec section 4): `with Lab.up("file.yaml") as lab: ...`."""
+"""The Python API (docs/contract.md §4): `with Lab.up("file.yaml") as lab: ...`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Errors that map to the CLI's exit codes (spec section 3)."""
+"""Errors that map to the CLI's exit codes (docs/contract.md §3.2)."""
 
 from __future__ import annotations
 

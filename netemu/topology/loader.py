@@ -1,4 +1,4 @@
-"""Topology file -> validated `Topology` (spec section 1). Pure: it never touches the kernel.
+"""Topology file -> validated `Topology` (docs/contract.md §1). Pure: it never touches the kernel.
 
 Every problem raises `TopologyError(file, line, key_path, reason)`; the first problem found wins.
 """

@@ -1,4 +1,4 @@
-"""Labs side by side (spec section 5): several `up` at once from separate processes, the same name
+"""Labs side by side (docs/contract.md §6.4): several `up` at once from separate processes, the same name
 twice at once, and ten labs whose addresses all come from the machine-wide pools."""
 
 from __future__ import annotations

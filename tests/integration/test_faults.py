@@ -1,7 +1,7 @@
 """Crash safety under SIGKILL at random instants of `up` and `down` of a 50-host lab with NAT
-networks, pool addresses, a published port and limits (spec section 5: "if netemu is killed at any
-instant, `netemu down NAME` or `netemu clean` removes what was created, and nothing netemu does
-not own"). A few seeded trials here; bench/faults.py runs the full count.
+networks, pool addresses, a published port and limits (docs/contract.md §6.3: "if netemu is killed at
+any instant, `netemu down NAME` or `netemu clean` removes what was created, and nothing that
+netemu does not own"). A few seeded trials here; bench/faults.py runs the full count.
 
 Faults inside `up`'s rollback itself: an `up` bound to fail is SIGKILLed at a random instant of
 its rollback (then `down`, `clean` or a new `up` of the name recovers), and, in this process, one

@@ -1,6 +1,6 @@
 """The machine-wide sysctls netemu raises (IPv4 forwarding for NAT, the neighbour-table
 thresholds for big segments) come back to their old values when the last lab that needed them
-goes: after `down`, and after a crash followed by `down` or `clean` (spec section 5)."""
+goes: after `down`, and after a crash followed by `down` or `clean` (docs/contract.md §6.2, §6.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A machine that lacks something netemu needs (spec section 3, exit 3): not root, a missing tool
+"""A machine that lacks something netemu needs (docs/contract.md §3.2, exit 3): not root, a missing tool
 (`nft`, `tc`, a C compiler), a missing kernel feature (sch_netem). Each ends in exit 3 with a
 message that names what is missing, and the machine exactly as before."""
 

@@ -1,4 +1,4 @@
-"""Objects the user made survive `netemu clean` and `netemu down --all` (spec section 5: "clean
+"""Objects the user made survive `netemu clean` and `netemu down --all` (docs/contract.md §6.5: "`clean`
 never touches a user's objects"), also those that look like netemu's: a namespace named like a
 lab's host, an nftables table named like a lab's, a link whose alias starts with netemu: but names
 no possible lab ('..' or ''), which once meant "every process of the machine" to `clean`.

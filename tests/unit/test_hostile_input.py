@@ -1,4 +1,4 @@
-"""Hostile input to the pure loader (spec section 5: "bad input never produces a traceback"):
+"""Hostile input to the pure loader (docs/contract.md §6.6: "bad input never produces a traceback"):
 thousands of generated files end either in a TopologyError (exit 2 for the CLI) or in a
 topology that is safe to build, never in another exception and never in a hang."""
 
