@@ -52,10 +52,13 @@ class Lab:
 
     @property
     def nodes(self) -> list[str]:
-        return list(runtime.load_record(self.name)["nodes"])
+        return list(runtime.load_record(self.name).nodes)
 
     def pid(self, node: str) -> int:
-        return int(runtime.load_record(self.name)["nodes"][node]["pid"])
+        info = runtime.load_record(self.name).nodes[node]
+        if info.pid is None:
+            raise TypeError(f"node {node} is stopped: it has no pid")
+        return info.pid
 
     def exec(self, node: str, argv: list[str] | str, *, check: bool = False, env: dict[str, str] | None = None,
              timeout: float | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -107,7 +110,7 @@ class Lab:
         from netemu.probe import checks
 
         record = runtime.load_record(self.name)
-        source = path or record.get("file")
+        source = path or record.file
         if not source:
             raise InputError(f"lab '{self.name}' was not made from a file: give the checks file")
         checkset = checks.load_checks(source, lab=self.name)

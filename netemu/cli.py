@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.shell_completion import CompletionItem
@@ -19,6 +19,9 @@ from netemu import __version__, progress
 from netemu.errors import InputError, MachineError, NetemuError
 from netemu.progress import Step
 from netemu.topology import Topology, load_topology
+
+if TYPE_CHECKING:
+    from netemu.runtime.records import LabRecord
 
 FORMATS = click.Choice(["table", "json"])
 PROG = "netemu"  # fixed, so completion's variable is _NETEMU_COMPLETE however netemu is started
@@ -61,23 +64,24 @@ def _complete_lab_or_file(ctx: click.Context, param: click.Parameter, incomplete
     return [CompletionItem(incomplete, type="file"), *_complete_labs(ctx, param, incomplete)]
 
 
-def _record_for_completion(ctx: click.Context) -> dict[str, Any]:
+def _record_for_completion(ctx: click.Context) -> LabRecord:
     from netemu.runtime import state
+    from netemu.runtime.records import LabRecord
 
     target = ctx.params.get("name") or ctx.params.get("target") or ""
     try:
-        return state.read(_lab_name(target)) or {}
+        return state.read(_lab_name(target)) or LabRecord(name=target)
     except (NetemuError, OSError):
-        return {}
+        return LabRecord(name=target)
 
 
 def _complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    return [CompletionItem(n) for n in _record_for_completion(ctx).get("nodes", {}) if n.startswith(incomplete)]
+    return [CompletionItem(n) for n in _record_for_completion(ctx).nodes if n.startswith(incomplete)]
 
 
 def _complete_endpoints(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """NODE:IF of every link end that is a host's interface."""
-    ends = [ep for entry in _record_for_completion(ctx).get("links", []) for ep in entry["endpoints"] if ":" in ep]
+    ends = [ep for entry in _record_for_completion(ctx).links for ep in entry.endpoints if ":" in ep]
     return [CompletionItem(ep) for ep in ends if ep.startswith(incomplete)]
 
 
@@ -199,7 +203,7 @@ def up(file: str, quiet: bool, verbose: bool) -> None:
     with progress.reporter(progress.mode_for(quiet, verbose), f"up {topo.name}") as say:
         record = lab.up(topo, progress=say)
     if not quiet:
-        click.echo(f"lab '{record['name']}' is up: {len(record['nodes'])} nodes, {len(record['links'])} links "
+        click.echo(f"lab '{record.name}' is up: {len(record.nodes)} nodes, {len(record.links)} links "
                    f"in {time.monotonic() - started:.2f}s")
 
 
@@ -251,16 +255,15 @@ def ps(fmt: str, by_node: bool) -> None:
 
 
 def _ps_nodes(labs: list[dict[str, Any]], fmt: str) -> None:
-    from netemu.runtime import lab, paths, state
+    from netemu.runtime import paths, state
 
     nodes = []
     for entry in labs:
-        for node, info in ((state.read(entry["name"]) or {}).get("nodes") or {}).items():
-            alive = lab.node_alive(info)
-            nodes.append({"lab": entry["name"], "node": node, "pid": info.get("pid"),
-                          "state": "up" if alive else ("stopped" if not info.get("pid") else "dead"),
-                          "netns": paths.netns_name(entry["name"], node)
-                          if info.get("netns_pid") and info.get("netns_pid") == info.get("pid") else None})
+        record = state.read(entry["name"])
+        for node, info in (record.nodes if record else {}).items():
+            nodes.append({"lab": entry["name"], "node": node, "pid": info.pid,
+                          "state": "up" if info.alive else ("stopped" if not info.pid else "dead"),
+                          "netns": paths.netns_name(entry["name"], node) if info.own_netns else None})
     if fmt == "json":
         _emit_json(nodes)
         return

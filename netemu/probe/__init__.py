@@ -12,10 +12,11 @@ scapy the cheap way (scapyload.py) before the modules that need it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from netemu.linux.privilege import require_root
 from netemu.probe.model import ProbeRequest, ProbeResult, ReachMatrix
+from netemu.runtime.records import LabRecord
 
 if TYPE_CHECKING:
     from netemu.probe.engine import Engine
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ProbeRequest", "ProbeResult", "ReachMatrix", "open_engine", "probe", "reach"]
 
 
-def open_engine(record: dict[str, Any]) -> Engine:
+def open_engine(record: LabRecord) -> Engine:
     """A probe session on a running lab (close it, or use it as a context manager)."""
     from netemu.probe import scapyload
 
@@ -35,12 +36,12 @@ def open_engine(record: dict[str, Any]) -> Engine:
     return Engine(record)
 
 
-def probe(record: dict[str, Any], request: ProbeRequest) -> ProbeResult:
+def probe(record: LabRecord, request: ProbeRequest) -> ProbeResult:
     with open_engine(record) as engine:
         return engine.probe(request)
 
 
-def reach(record: dict[str, Any], nodes: list[str] | None = None, timeout: float = 2.0) -> ReachMatrix:
+def reach(record: LabRecord, nodes: list[str] | None = None, timeout: float = 2.0) -> ReachMatrix:
     """The all-pairs ICMP reachability matrix of a running lab."""
     from netemu.probe import scapyload
 

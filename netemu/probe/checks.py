@@ -16,6 +16,7 @@ from netemu.errors import InputError, TopologyError
 from netemu.probe.model import ERROR, REACHABLE, REFUSED, ProbeRequest, ProbeResult
 from netemu.progress import Say, Step
 from netemu.runtime import lab as runtime
+from netemu.runtime.records import LabRecord
 from netemu.topology import Invalid, Item, load_topology, parse_checks, parse_tree
 from netemu.topology.model import Check, Endpoint, Link, Node
 
@@ -70,13 +71,13 @@ def _checks_file(root: Item | None, path: Path, lab: str | None) -> CheckSet:
     return CheckSet(lab, parse_checks(items, nodes, links), str(path))
 
 
-def _shape(record: dict[str, Any]) -> tuple[dict[str, Node], list[Link]]:
+def _shape(record: LabRecord) -> tuple[dict[str, Node], list[Link]]:
     """The node names and interfaces of a running lab, as the check parser wants them."""
-    nodes = {name: Node(name=name) for name in record["nodes"]}
+    nodes = {name: Node(name=name) for name in record.nodes}
     links = []
-    for link in record.get("links", []):
+    for link in record.links:
         ends = []
-        for text in link["endpoints"]:
+        for text in link.endpoints:
             node, sep, iface = text.partition(":")
             ends.append(Endpoint(node=node, iface=iface) if sep else Endpoint(network=text))
         links.append(Link(endpoints=(ends[0], ends[1])))
@@ -229,14 +230,14 @@ def request_for(check: Check, timeout: float | None = None) -> ProbeRequest:
                         timeout=check.timeout or timeout or DEFAULT_TIMEOUT, trace=bool(check.via))
 
 
-def run_checks(record: dict[str, Any], checks: list[Check], file: str | None = None,
+def run_checks(record: LabRecord, checks: list[Check], file: str | None = None,
                timeout: float | None = None, progress: Say | None = None) -> CheckReport:
     """Run `checks` against the running lab of `record`; `timeout` is the default per probe.
     `progress` hears how many checks are decided after each round of probes."""
     from netemu.probe import open_engine
 
     say = progress or (lambda _msg: None)
-    report = CheckReport(lab=record["name"], file=file)
+    report = CheckReport(lab=record.name, file=file)
     started = time.monotonic()
     results: dict[int, CheckResult] = {
         i: CheckResult(index=i + 1, check=c, passed=False, message="not run", file=file)

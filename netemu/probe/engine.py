@@ -14,7 +14,6 @@ import select
 import socket
 import struct
 import time
-from typing import Any
 
 from netemu.errors import InputError, NetemuError
 from netemu.probe import packets as pk
@@ -24,12 +23,13 @@ from netemu.probe.model import ERROR, PROTOS, UNREACHABLE, ProbeRequest, ProbeRe
 from netemu.probe.rstguard import RstGuard
 from netemu.probe.session import Context
 from netemu.probe.targets import LabView
+from netemu.runtime.records import LabRecord
 
 SYN, ACK = 0x02, 0x10
 
 
 class Engine:
-    def __init__(self, record: dict[str, Any]) -> None:
+    def __init__(self, record: LabRecord) -> None:
         self.view = LabView(record)
         self.hosts: dict[int | None, HostNet] = {}
         self.guard = RstGuard()

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from netemu.linux import namespaces
+from netemu.linux import namespaces, netlink
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -240,19 +240,12 @@ class HostNet:
 
     # routes (for neighbour probes) --------------------------------------------------------
     def route(self, address: IPAddress) -> dict[str, Any]:
-        """The route to `address`: output interface name, gateway (None: on-link), source."""
-        from pyroute2 import IPRoute
-
-        with self._inside():
-            ipr = IPRoute()
-        try:
-            msg = ipr.route("get", dst=str(address))[0]
-            index = msg.get("RTA_OIF")
-            link = ipr.get_links(index)[0]
-            return {"ifname": link.get("IFLA_IFNAME"), "gateway": msg.get("RTA_GATEWAY"),
-                    "source": msg.get("RTA_PREFSRC")}
-        finally:
-            ipr.close()
+        """The route to `address`: output interface name, gateway (None: on-link), source.
+        Raises netlink.RtnlError (an OSError) when there is none."""
+        with netlink.Socket(self.pid) as sock:
+            route = sock.route_to(address)
+            ifname = sock.link_by_index(route.oif).name if route.oif else None
+        return {"ifname": ifname, "gateway": route.gateway, "source": route.source}
 
 
 def _now() -> float:

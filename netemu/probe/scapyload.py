@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
 
-from netemu.linux import namespaces, procs
+from netemu.linux import namespaces
+from netemu.runtime.records import LabRecord
 
 LAYERS = ("scapy.layers.inet", "scapy.layers.inet6", "scapy.layers.l2")
 
 
-def load(record: dict[str, Any] | None = None) -> None:
+def load(record: LabRecord | None = None) -> None:
     """Import scapy's layers once; from a lab host's namespace when `record` offers one."""
     if all(name in sys.modules for name in LAYERS):
         return
@@ -44,8 +44,8 @@ def load(record: dict[str, Any] | None = None) -> None:
         scapy.config.conf.route6_autoload = True
 
 
-def _small_namespace(record: dict[str, Any] | None) -> int | None:
-    for info in (record or {}).get("nodes", {}).values():
-        if info.get("netns_pid") and procs.node_alive(info):
-            return int(info["netns_pid"])
+def _small_namespace(record: LabRecord | None) -> int | None:
+    for info in record.nodes.values() if record else []:
+        if info.netns_pid and info.alive:
+            return info.netns_pid
     return None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netemu.errors import InputError, LabError
-from netemu.linux import procs
+from netemu.runtime.records import LabRecord
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -26,16 +26,18 @@ class NodeView:
 
 
 class LabView:
-    def __init__(self, record: dict[str, Any]) -> None:
-        self.name: str = record["name"]
+    def __init__(self, record: LabRecord | dict[str, Any]) -> None:
+        """From a lab's record, or its wire form (LabRecord.to_json, as another machine sends it)."""
+        if isinstance(record, dict):
+            record = LabRecord.from_json(record)
+        self.name: str = record.name
         self.nodes: dict[str, NodeView] = {}
         self.labels: dict[IPAddress, str] = {}  # address -> the node (or bridge) that has it
-        for name, info in record["nodes"].items():
-            self.nodes[name] = NodeView(
-                name=name, pid=int(info["pid"]), netns_pid=info.get("netns_pid"),
-                network=info.get("extra", {}).get("network", "none"), alive=procs.node_alive(info))
-        for link in record.get("links", []):
-            for endpoint, addrs in zip(link["endpoints"], link["addresses"], strict=False):
+        for name, info in record.nodes.items():
+            self.nodes[name] = NodeView(name=name, pid=info.pid or 0, netns_pid=info.netns_pid,
+                                        network=info.extra.network, alive=info.alive)
+        for link in record.links:
+            for endpoint, addrs in zip(link.endpoints, link.addresses, strict=False):
                 node, sep, iface = endpoint.partition(":")
                 if not sep or node not in self.nodes:
                     continue  # the bridge side of a host-to-network link
@@ -44,8 +46,8 @@ class LabView:
                 self.nodes[node].ifaces.setdefault(iface, []).extend(parsed)
                 for address in parsed:
                     self.labels.setdefault(address.ip, node)
-        for net, info in record.get("networks", {}).items():
-            for gateway in info.get("gateways", []):
+        for net, network in record.networks.items():
+            for gateway in network.gateways:
                 self.labels.setdefault(ipaddress.ip_interface(gateway).ip, f"{net} (bridge)")
 
     def node(self, name: str) -> NodeView:

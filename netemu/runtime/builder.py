@@ -9,16 +9,13 @@ import ipaddress
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import Any
 
 from netemu.errors import InputError, LabError, NetemuError
-from netemu.linux import namespaces, rtnl, sysctl
-from netemu.linux.netlink import Netlink
+from netemu.linux import namespaces, netlink, sysctl
 from netemu.progress import Step
 from netemu.runtime import execution, firewall, hostsettings, links, nodes, paths, state, uplinks
 from netemu.runtime.impair import Shaping
-from netemu.runtime.nodes import RunningNode
+from netemu.runtime.records import LabRecord, LinkRecord, NetworkRecord, NodeRecord
 from netemu.topology.model import Link, Node, Topology
 
 Progress = Callable[[str], None]
@@ -47,7 +44,7 @@ def _segment_sizes(topo: Topology) -> list[int]:
 
 
 class Builder:
-    def __init__(self, topo: Topology, init: os.PathLike[str], record: dict[str, Any], say: Progress,
+    def __init__(self, topo: Topology, init: os.PathLike[str], record: LabRecord, say: Progress,
                  only: set[str] | None = None) -> None:
         """Build the whole lab, or with `only` (re)start those nodes inside a running lab."""
         self.topo = topo
@@ -56,12 +53,11 @@ class Builder:
         self.say = say
         self.only = only
         self.targets = [n for n in topo.nodes.values() if only is None or n.name in only]
-        self.running: dict[str, RunningNode] = {}
-        self.sockets: dict[int, Netlink] = {}
+        self.running: dict[str, NodeRecord] = {}
+        self.sockets: dict[int, netlink.Socket] = {}  # by namespace, 0: the machine's
         self.lab_hosts = nodes.lab_hosts_entries(topo)
         if only is not None:
-            self.running = {name: RunningNode(**info) for name, info in record["nodes"].items()
-                            if name not in only and info.get("pid")}
+            self.running = {name: info for name, info in record.nodes.items() if name not in only and info.pid}
 
     def apply(self) -> None:
         if self.only is None:
@@ -79,7 +75,7 @@ class Builder:
             self._configure_hosts(wired)
             self._impair_links(wired)
             if self.only is None and firewall.apply(self.topo):
-                self.record["nftables"] = firewall.table_name(self.topo.name)
+                self.record.nftables = firewall.table_name(self.topo.name)
             self._start_commands()
             self._run_exec_commands()
         finally:
@@ -133,7 +129,7 @@ class Builder:
         self.running[launch.node.name] = nodes.running(launch, pid, own)
         if netns_pid == -1:
             namespaces.name_netns(paths.netns_name(self.topo.name, launch.node.name), pid)
-        self.record["nodes"][launch.node.name] = asdict(self.running[launch.node.name])
+        self.record.nodes[launch.node.name] = self.running[launch.node.name]
 
     def _net_of(self, node: Node) -> tuple[str, int | None]:
         """netemu-init's --net value, and whose namespace the host ends up in (-1: its own)."""
@@ -145,12 +141,6 @@ class Builder:
                 return "host", None
             return f"/proc/{owner.netns_pid}/ns/net", owner.netns_pid
         return "new", -1
-
-    def _socket(self, node: str) -> Netlink:
-        pid = self._netns_pid(node)
-        if pid not in self.sockets:
-            self.sockets[pid] = Netlink(pid)
-        return self.sockets[pid]
 
     def _configure_namespaces(self) -> None:
         done: set[int] = set()
@@ -169,55 +159,52 @@ class Builder:
     def _create_bridges(self) -> None:
         joined = [net for net in self.topo.networks.values() if net.bridge is not None]
         for net in joined:
-            self.record["networks"][net.name] = {"bridge": uplinks.machine_bridge(self.topo, net),
-                                                 "machine_bridge": True, "gateways": [],
-                                                 "subnets": [str(s) for s in net.subnets]}
+            self.record.networks[net.name] = NetworkRecord(bridge=uplinks.machine_bridge(self.topo, net),
+                                                           machine_bridge=True, subnets=[str(s) for s in net.subnets])
         bridges = [net for net in self.topo.networks.values() if net.driver == "bridge" and net.bridge is None]
         for net in self.topo.networks.values():
             if net.driver == "macvlan":
                 uplinks.describe(net.uplink or "", net.name)  # the parent must exist
-                self.record["networks"][net.name] = {"driver": "macvlan", "parent": net.uplink}
+                self.record.networks[net.name] = NetworkRecord(driver="macvlan", parent=net.uplink)
         names = {net.name: paths.bridge_name(self.topo.name, net.name) for net in bridges}
         try:
-            with rtnl.Socket() as sock:
-                with rtnl.Batch(sock) as batch:
+            with netlink.Socket() as sock:
+                with netlink.Batch(sock) as batch:
                     for net in bridges:
                         batch.add_bridge(names[net.name], net.mtu)
                 _tag(sock, [(names[net.name], paths.alias(self.topo.name, f"network:{net.name}")) for net in bridges])
-                index = rtnl.Indexes(sock, names.values())  # by name: never a dump of the machine's links
-                with rtnl.Batch(sock) as batch:
+                index = netlink.Indexes(sock, names.values())  # by name: never a dump of the machine's links
+                with netlink.Batch(sock) as batch:
                     for net in bridges:
                         batch.set_up(index[names[net.name]], names[net.name])
                         for gateway in net.gateways:
                             batch.add_address(index[names[net.name]], gateway, names[net.name])
-        except rtnl.RtnlError as e:
+        except netlink.RtnlError as e:
             raise LabError(f"networks: {e.strerror}") from None
         for net in bridges:
-            self.record["networks"][net.name] = {
-                "bridge": names[net.name], "gateways": [str(g) for g in net.gateways],
-                "subnets": [str(s) for s in net.subnets],
-            }
+            self.record.networks[net.name] = NetworkRecord(
+                bridge=names[net.name], gateways=[str(g) for g in net.gateways], subnets=[str(s) for s in net.subnets])
             if net.uplink:
                 host = self._host_socket()
                 saved = uplinks.describe(net.uplink, net.name)
-                self.record.setdefault("uplinks", []).append(saved)
+                self.record.uplinks.append(saved)
                 state.write(self.topo.name, self.record)  # before touching it: a crash still gives it back
                 uplinks.attach(host, saved, names[net.name])
 
-    def _host_socket(self) -> Netlink:
+    def _host_socket(self) -> netlink.Socket:
         if 0 not in self.sockets:
-            self.sockets[0] = Netlink()
+            self.sockets[0] = netlink.Socket()
         return self.sockets[0]
 
     def _create_links(self) -> list[int]:
         """Create the links to build (all, or those of restarted nodes whose other ends run);
         returns their indexes. Every veth is one request, and all go to the kernel in batches."""
         wired = []
-        machine = rtnl.Socket()
+        machine = netlink.Socket()
         try:
-            bridges = rtnl.Indexes(machine)  # each bridge looked up by name when a link first needs it
+            bridges = netlink.Indexes(machine)  # each bridge looked up by name when a link first needs it
             tags: list[tuple[str, str]] = []
-            with rtnl.Batch(machine) as batch:
+            with netlink.Batch(machine) as batch:
                 for number, link in enumerate(self.topo.links):
                     ends = [ep.node for ep, _ in link.host_endpoints()]
                     if self.only is not None and not (set(ends) & self.only
@@ -225,39 +212,36 @@ class Builder:
                         continue
                     entry = self._create_link(batch, tags, bridges, number, link)
                     if self.only is None:
-                        self.record["links"].append(entry)
+                        self.record.links.append(entry)
                     wired.append(number)
             _tag(machine, tags)
             self.say(Step("links", len(wired), len(self.topo.links)))
-        except rtnl.RtnlError as e:
+        except netlink.RtnlError as e:
             raise LabError(f"links: {e.strerror}") from None
         finally:
             machine.close()
         self.say(f"{len(wired)} links created")
         return wired
 
-    def _create_link(self, batch: rtnl.Batch, tags: list[tuple[str, str]], bridges: dict[str, int], number: int,
-                     link: Link) -> dict[str, Any]:
+    def _create_link(self, batch: netlink.Batch, tags: list[tuple[str, str]], bridges: dict[str, int], number: int,
+                     link: Link) -> LinkRecord:
         a, b = link.endpoints
-        entry: dict[str, Any] = {
-            "endpoints": [str(a), str(b)],
-            "addresses": [[str(x) for x in addrs] for addrs in link.addresses],
-            "mtu": link.mtu,
-            "impair": link.impair,
-        }
+        entry = LinkRecord(endpoints=[str(a), str(b)], addresses=[[str(x) for x in addrs] for addrs in link.addresses],
+                           mtu=link.mtu, impair=dict(link.impair) if link.impair else None)
         if a.is_network or b.is_network:
             host_ep, net_ep = (b, a) if a.is_network else (a, b)
             network = self.topo.networks[net_ep.network or ""]
             if network.driver == "macvlan":
-                self._host_socket().add_macvlan(host_ep.iface or "", network.uplink or "",
-                                                self._netns_pid(host_ep.node or ""), mtu=link.mtu)
+                parent = network.uplink or ""  # `bridges` looks up any machine link by name
+                batch.add_macvlan(host_ep.iface or "", bridges[parent], parent, self._netns_pid(host_ep.node or ""),
+                                  mtu=link.mtu)
                 return entry
             outer = paths.host_veth_name(self.topo.name, host_ep.node, host_ep.iface)
             bridge = paths.network_bridge(self.topo.name, network)
             batch.add_veth(outer, host_ep.iface, peer_ns_pid=self._netns_pid(host_ep.node),
                            master=bridges[bridge], mtu=link.mtu)
             tags.append((outer, paths.alias(self.topo.name, f"link:{number}:{host_ep}")))
-            entry["machine_side"] = outer
+            entry.machine_side = outer
         else:
             batch.add_veth(a.iface, b.iface, ns_pid=self._netns_pid(a.node), peer_ns_pid=self._netns_pid(b.node),
                            mtu=link.mtu, up=False)
@@ -282,9 +266,9 @@ class Builder:
             self._configure_netns(pid, ifaces.get(pid, []), routed.get(pid, []))
 
     def _configure_netns(self, pid: int, ifaces: list[tuple[str, list[IPInterface]]], routed: list[str]) -> None:
-        with rtnl.Socket(pid) as sock:
+        with netlink.Socket(pid) as sock:
             index = sock.index_by_name()
-            batch = rtnl.Batch(sock)
+            batch = netlink.Batch(sock)
             for iface, _ in ifaces:
                 batch.set_up(index[iface], iface)
             for iface, addrs in ifaces:
@@ -292,15 +276,15 @@ class Builder:
                     batch.add_address(index[iface], address, iface)
             try:
                 batch.commit()
-            except rtnl.RtnlError as e:
+            except netlink.RtnlError as e:
                 raise LabError(f"{self._names_in(pid)}: {e.strerror}") from None
             for name in routed:
                 self._add_routes(sock, index, name)
 
-    def _add_routes(self, sock: rtnl.Socket, index: dict[str, int], node: str) -> None:
+    def _add_routes(self, sock: netlink.Socket, index: dict[str, int], node: str) -> None:
         # Restarting: routes still there are fine, and a link waiting for a stopped peer has none.
         tolerate = frozenset({errno.EEXIST, errno.ENETUNREACH}) if self.only is not None else frozenset()
-        batch = rtnl.Batch(sock)
+        batch = netlink.Batch(sock)
         for route in self.topo.nodes[node].routes:
             if route.dev is not None and route.dev not in index:
                 raise InputError(f"node {node}: route {route.dst} dev {route.dev}: no such interface")
@@ -308,7 +292,7 @@ class Builder:
             batch.add_route(route.dst, via, index[route.dev] if route.dev else None, tolerate=tolerate)
         try:
             batch.commit()
-        except rtnl.RtnlError as e:
+        except netlink.RtnlError as e:
             # The file's routes, refused by the kernel (a gateway on no link of the node): bad input.
             raise InputError(f"node {node}: {e.strerror}") from None
 
@@ -318,8 +302,8 @@ class Builder:
 
     def _impair_links(self, wired: list[int]) -> None:
         for number in wired:
-            entry = self.record["links"][number]
-            spec = entry.get("impair") if self.only is not None else self.topo.links[number].impair
+            entry = self.record.links[number]
+            spec = entry.impair if self.only is not None else self.topo.links[number].impair
             if spec:
                 links.shape(entry, Shaping.parse(spec), lambda node: self._netns_pid(node))
 
@@ -344,11 +328,11 @@ class Builder:
                                    f"{result.returncode}: {output[-2000:]}")
 
 
-def _tag(sock: rtnl.Socket, tags: list[tuple[str, str]]) -> None:
+def _tag(sock: netlink.Socket, tags: list[tuple[str, str]]) -> None:
     """Set the netemu alias on links, once their creation has been acknowledged: in the same
     batch, a create refused because the name exists would be followed by a tag that relabels
     the link that was there (and the rollback would then delete it). A crash between the two
     batches leaves untagged links that the state's planned_links names."""
-    with rtnl.Batch(sock) as batch:
+    with netlink.Batch(sock) as batch:
         for name, alias in tags:
             batch.set_alias(name, alias)

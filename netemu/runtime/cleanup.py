@@ -5,7 +5,7 @@ been killed at any instant, so every kind of object is discovered (cgroups under
 links tagged netemu:LAB:, netns names netemu-LAB.*, the lab's directories) and removed.
 
 Links are found without one dump of every link of the machine having to succeed: another tool
-may be adding and removing links there all the time (see rtnl.Socket.settled_links).
+may be adding and removing links there all the time (see netlink.Socket.settled_links).
 
 Every step runs even when an earlier one failed, and the lab's state goes last, only once every
 step succeeded: a removal that meets an error (during `up`'s rollback too) leaves a `failed`
@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from netemu.errors import LabError
-from netemu.linux import mounts, namespaces, procs, rootfs, rtnl
+from netemu.linux import mounts, namespaces, netlink, procs, rootfs
 from netemu.linux.cgroups import Cgroup
-from netemu.linux.netlink import ALIAS_PREFIX, Netlink
+from netemu.linux.netlink import ALIAS_PREFIX
 from netemu.runtime import firewall, hostsettings, paths, pools, state, uplinks
 
 log = logging.getLogger(__name__)
@@ -121,13 +121,13 @@ def _kill_processes(lab: str, removed: Removed) -> None:
 
 
 def _remove_links(lab: str, removed: Removed) -> None:
-    record = state.read(lab) or {}
-    planned = set(record.get("planned_links", []))
-    if record.get("uplinks"):
-        with Netlink() as nl:
-            for saved in record["uplinks"]:
-                uplinks.give_back(nl, saved)
-    with rtnl.Socket() as sock:
+    record = state.read(lab)
+    planned = set(record.planned_links) if record else set()
+    if record and record.uplinks:
+        with netlink.Socket() as machine:
+            for saved in record.uplinks:
+                uplinks.give_back(machine, saved)
+    with netlink.Socket() as sock:
         # Again until a search finds nothing: deleting is acknowledged, finding is the part that
         # a busy machine makes uncertain.
         for _ in range(LINK_ROUNDS):
@@ -136,16 +136,16 @@ def _remove_links(lab: str, removed: Removed) -> None:
                 return
             # Ports before their bridges; a veth whose host already died may be gone (tolerated).
             doomed.sort(key=lambda link: link.kind == "bridge")
-            with rtnl.Batch(sock) as batch:
+            with netlink.Batch(sock) as batch:
                 for link in doomed:
                     batch.delete_link(link.index, link.name)
             removed.links.extend(link.name for link in doomed if link.name not in removed.links)
     raise LabError(f"links of lab {lab} were still found after {LINK_ROUNDS} rounds of deleting them")
 
 
-def _lab_links(sock: rtnl.Socket, lab: str, planned: set[str]) -> list[rtnl.Link]:
+def _lab_links(sock: netlink.Socket, lab: str, planned: set[str]) -> list[netlink.Link]:
     """The lab's links on the machine, as they are now: those tagged with its alias (from dumps
-    that settle, see rtnl.Socket.settled_links) and those named in its plan, each looked up by
+    that settle, see netlink.Socket.settled_links) and those named in its plan, each looked up by
     name. An untagged link named in the plan was made by an `up` killed before tagging it."""
     prefix = paths.alias(lab, "")
     tagged = sock.settled_links(lambda link: link.alias.startswith(prefix), kinds=MACHINE_KINDS)
@@ -172,10 +172,10 @@ def owned_lab_names() -> set[str]:
 def _labs_of_links() -> set[str]:
     """The labs that tagged links of the machine belong to. The dumps need only agree on the
     labs, not on every link: another lab coming up meanwhile adds links but rarely a lab."""
-    def labs(links: list[rtnl.Link]) -> frozenset[str | None]:
+    def labs(links: list[netlink.Link]) -> frozenset[str | None]:
         return frozenset(paths.lab_of_alias(link.alias) for link in links)
 
-    with rtnl.Socket() as sock:
+    with netlink.Socket() as sock:
         tagged = sock.settled_links(lambda link: link.alias.startswith(ALIAS_PREFIX), kinds=MACHINE_KINDS, key=labs)
         current = sock.links_by_name(sorted({link.name for link in tagged}))
     return {lab for lab in labs(list(current.values())) if lab}

@@ -16,6 +16,7 @@ from typing import Any
 
 from netemu.errors import InputError
 from netemu.linux import capabilities, devices, initargs, seccomp
+from netemu.runtime.records import ConfinementRecord
 from netemu.topology.model import Node, Topology
 
 # Docker's masked paths: kernel state a container has no business reading (memory, keys,
@@ -49,10 +50,10 @@ class Confinement:
             return {}
         return {"caps": self.caps, "seccomp": self.seccomp}
 
-    def record(self) -> dict[str, object]:
+    def record(self) -> ConfinementRecord:
         """What the lab's state keeps, for `netemu exec` later."""
-        return {"privileged": self.privileged, "caps": f"{self.caps:x}",
-                "seccomp": self.seccomp.hex() if self.seccomp is not None else None}
+        return ConfinementRecord(privileged=self.privileged, caps=f"{self.caps:x}",
+                                 seccomp=self.seccomp.hex() if self.seccomp is not None else None)
 
 
 def of(topo: Topology, node: Node) -> Confinement:
@@ -87,13 +88,11 @@ def device_rule(node: Node, path: str) -> devices.Rule:
         raise InputError(f"node {node.name}: {exc}") from None
 
 
-def from_record(extra: dict[str, object]) -> dict[str, Any]:
+def from_record(saved: ConfinementRecord | None) -> dict[str, Any]:
     """initargs.Exec's confinement fields from a lab's state (a lab made before confinement: none)."""
-    saved = extra.get("confinement")
-    if not isinstance(saved, dict) or saved.get("privileged"):
+    if saved is None or saved.privileged:
         return {}
-    seccomp = saved.get("seccomp")
-    return {"caps": int(str(saved["caps"]), 16), "seccomp": bytes.fromhex(str(seccomp)) if seccomp else None}
+    return {"caps": int(saved.caps, 16), "seccomp": bytes.fromhex(saved.seccomp) if saved.seccomp else None}
 
 
 def run_options(node: Node, conf: Confinement) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netemu.linux import cgroups, rtnl
+from netemu.linux import cgroups, netlink
 from netemu.runtime import lab
 
 # The files that count what a group uses, per cgroup version (v1 on hybrid machines).
@@ -43,7 +43,7 @@ def _machine_link_states(links: list[dict[str, Any]]) -> dict[str, str]:
     wanted = {entry["machine_side"] for entry in links if entry.get("machine_side")}
     if not wanted:
         return {}
-    with rtnl.Socket() as sock:
+    with netlink.Socket() as sock:
         return {name: link.state for name, link in sock.links_by_name(sorted(wanted)).items()}
 
 

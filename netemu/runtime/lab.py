@@ -18,12 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from netemu.errors import InputError, LabError, LabNotFound, MachineError
+from netemu.linux import netlink
 from netemu.linux.initbin import init_binary
-from netemu.linux.netlink import Netlink
 from netemu.linux.privilege import require_root
-from netemu.linux.procs import node_alive
 from netemu.runtime import cleanup, firewall, hostsettings, paths, plan, state, uplinks
 from netemu.runtime.builder import Builder
+from netemu.runtime.records import LabRecord, NodeRecord
 from netemu.topology.model import Topology
 
 Progress = Callable[[str], None]
@@ -48,7 +48,7 @@ def _unsupported(topo: Topology) -> None:
                                  "network (network: host) and cannot have links")
 
 
-def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
+def up(topo: Topology, progress: Progress | None = None) -> LabRecord:
     require_root()
     require_kernel()
     _unsupported(topo)
@@ -63,7 +63,7 @@ def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
         state.write(topo.name, record)
         try:
             topo = plan.expand(topo)
-            record["planned_links"] = _planned_links(topo)  # now with the default bridge's
+            record.planned_links = _planned_links(topo)  # now with the default bridge's
             state.write(topo.name, record)
             state.save_topology(topo.name, topo)
             Builder(topo, init, record, say).apply()
@@ -71,7 +71,7 @@ def up(topo: Topology, progress: Progress | None = None) -> dict[str, Any]:
             say("failed: removing what was created")
             _roll_back(topo.name, record, error)
             raise
-        record["status"] = "running"
+        record.status = "running"
         state.write(topo.name, record)
     return record
 
@@ -85,7 +85,7 @@ def _remove_failed(name: str, say: Progress) -> None:
     try:
         with state.locked(name, timeout=0):
             record = state.read(name)  # none: killed before its first write
-            if record is not None and record.get("status") not in UNFINISHED:
+            if record is not None and record.status not in UNFINISHED:
                 return
             say(f"removing the failed lab '{name}' first")
             cleanup.remove_lab(name)
@@ -93,7 +93,7 @@ def _remove_failed(name: str, say: Progress) -> None:
         return  # gone meanwhile, or in the hands of a running up or down: reserve decides
 
 
-def _roll_back(name: str, record: dict[str, Any], error: BaseException) -> None:
+def _roll_back(name: str, record: LabRecord, error: BaseException) -> None:
     """Remove what the failed `up` made. If that meets errors twice, leave the lab `failed`
     with the reason, and say on `error` what is left and that `down` removes it."""
     left = ""
@@ -105,7 +105,7 @@ def _roll_back(name: str, record: dict[str, Any], error: BaseException) -> None:
             left = "; ".join(e.failures)
         except Exception as e:  # the rollback's own failure must not hide why `up` failed
             left = str(e) or type(e).__name__
-    record.update(status="failed", error=str(error) or type(error).__name__, rollback_error=left)
+    record.status, record.error, record.rollback_error = "failed", str(error) or type(error).__name__, left
     with contextlib.suppress(OSError):
         state.write(name, record)
     error.add_note(f"the rollback did not finish ({left}): `netemu down {name}` removes what is left")
@@ -124,18 +124,9 @@ def _planned_links(topo: Topology) -> list[str]:
     return names
 
 
-def _initial_record(topo: Topology) -> dict[str, Any]:
-    return {
-        "planned_links": _planned_links(topo),
-        "name": topo.name,
-        "file": str(topo.path.resolve()) if topo.path else None,
-        "status": "creating",
-        "created": time.time(),
-        "owner_pid": os.getpid(),
-        "nodes": {},
-        "networks": {},
-        "links": [],
-    }
+def _initial_record(topo: Topology) -> LabRecord:
+    return LabRecord(name=topo.name, status="creating", file=str(topo.path.resolve()) if topo.path else None,
+                     created=time.time(), owner_pid=os.getpid(), planned_links=_planned_links(topo))
 
 
 # down, listing, inspection -------------------------------------------------------------------
@@ -155,17 +146,17 @@ def down(name: str) -> cleanup.Removed:
 def _mark_removing(name: str) -> None:
     """A `down` killed half-way leaves a lab on its way out, not a degraded one: `clean` finishes it."""
     record = state.read(name)
-    if record is not None and record.get("status") != "removing":
-        record["status"] = "removing"
+    if record is not None and record.status != "removing":
+        record.status = "removing"
         state.write(name, record)
 
 
-def lab_status(record: dict[str, Any]) -> str:
-    if record.get("status") in ("creating", "removing"):
-        return record["status"] if state.is_busy(record["name"]) else "failed"
-    if record.get("status") == "failed":  # its rollback did not finish
+def lab_status(record: LabRecord) -> str:
+    if record.status in ("creating", "removing"):
+        return record.status if state.is_busy(record.name) else "failed"
+    if record.status == "failed":  # its rollback did not finish
         return "failed"
-    alive = [node_alive(info) for info in record["nodes"].values()]
+    alive = [info.alive for info in record.nodes.values()]
     if alive and all(alive):
         return "running"
     return "dead" if not any(alive) else "degraded"
@@ -174,14 +165,13 @@ def lab_status(record: dict[str, Any]) -> str:
 def list_labs() -> list[dict[str, Any]]:
     labs = []
     for name in state.lab_names():
-        record = state.read(name) or {"name": name, "status": "creating", "nodes": {}}
-        alive = sum(node_alive(info) for info in record["nodes"].values())
-        labs.append({"name": name, "status": lab_status(record), "nodes": len(record["nodes"]),
-                     "alive": alive, "created": record.get("created"), "file": record.get("file")})
+        record = state.read(name) or LabRecord(name=name, status="creating")
+        labs.append({"name": name, "status": lab_status(record), "nodes": len(record.nodes),
+                     "alive": record.alive_count(), "created": record.created, "file": record.file})
     return labs
 
 
-def load_record(name: str) -> dict[str, Any]:
+def load_record(name: str) -> LabRecord:
     record = state.read(name)
     if record is None:
         raise LabNotFound(f"no lab named '{name}' (netemu ps lists the labs)")
@@ -189,27 +179,44 @@ def load_record(name: str) -> dict[str, Any]:
 
 
 def inspect(name: str) -> dict[str, Any]:
+    """The record's JSON form (what `inspect --json` prints), with what each host has now."""
     record = load_record(name)
-    result = dict(record)
+    result = record.to_json()
     result["status"] = lab_status(record)
-    result["nodes"] = {node: _inspect_node(name, node, info) for node, info in record["nodes"].items()}
+    result["nodes"] = {node: _inspect_node(name, info) for node, info in record.nodes.items()}
     return result
 
 
-def _inspect_node(lab: str, node: str, info: dict[str, Any]) -> dict[str, Any]:
-    out = dict(info)
-    out["alive"] = node_alive(info)
-    out["netns"] = paths.netns_name(lab, node) if info.get("netns_pid") == info.get("pid") else None
-    if out["alive"] and info.get("netns_pid"):
-        with Netlink(info["netns_pid"]) as nl:
-            addresses = nl.addresses()
+def _inspect_node(lab: str, info: NodeRecord) -> dict[str, Any]:
+    out = info.to_json()
+    out["alive"] = info.alive
+    out["netns"] = paths.netns_name(lab, info.name) if info.netns_pid == info.pid else None
+    if out["alive"] and info.netns_pid:
+        with netlink.Socket(info.netns_pid) as sock:
+            links = sock.links()
+            addresses = _addresses_by_link(sock)
             out["interfaces"] = [
                 {"name": link.name, "state": link.state, "mtu": link.mtu,
-                 "addresses": addresses.get(link.name, [])}
-                for link in nl.links()
+                 "addresses": addresses.get(link.index, [])}
+                for link in links
             ]
-            out["routes"] = nl.routes()
+            out["routes"] = _routes(sock, links)
     return out
+
+
+def _addresses_by_link(sock: netlink.Socket) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for address in sock.addresses():
+        found.setdefault(address.index, []).append(str(address.interface))
+    return found
+
+
+def _routes(sock: netlink.Socket, links: list[netlink.Link]) -> list[dict[str, Any]]:
+    """The main table's routes as `inspect` shows them: dst ("default"), via, dev (by name)."""
+    names = {link.index: link.name for link in links}
+    return [{"dst": str(route.dst) if route.dst.prefixlen else "default", "via": route.gateway,
+             "dev": names.get(route.oif) if route.oif is not None else None}
+            for route in sock.routes()]
 
 
 def clean() -> dict[str, cleanup.Removed]:

@@ -4,56 +4,57 @@ Works from the lab's state record, so it needs neither the file nor the process 
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
-from typing import Any
 
 from netemu.errors import InputError, LabError
-from netemu.linux.netlink import Netlink
+from netemu.linux import netlink
 from netemu.runtime import impair, state
 from netemu.runtime.impair import Shaping
+from netemu.runtime.records import LabRecord, LinkRecord
 
 
-def shape(entry: dict[str, Any], shaping: Shaping, netns_of: Callable[[str], int]) -> None:
+def shape(entry: LinkRecord, shaping: Shaping, netns_of: Callable[[str], int]) -> None:
     """Apply `shaping` to both directions of the link described by a state `entry`."""
-    ends = entry["endpoints"]
+    ends = entry.endpoints
     to_network = any(":" not in end for end in ends)
     for end in ends:
         if ":" not in end:
             continue
         node, iface = end.split(":", 1)
         impair.shape_host_end(netns_of(node), iface, shaping, ingress_loss=to_network)
-    if to_network and entry.get("machine_side"):  # a macvlan has no machine end to shape
-        impair.shape_machine_end(entry["machine_side"], shaping)
+    if to_network and entry.machine_side:  # a macvlan has no machine end to shape
+        impair.shape_machine_end(entry.machine_side, shaping)
 
 
-def find(record: dict[str, Any], endpoint: str) -> dict[str, Any]:
-    for entry in record["links"]:
-        if endpoint in entry["endpoints"]:
+def find(record: LabRecord, endpoint: str) -> LinkRecord:
+    for entry in record.links:
+        if endpoint in entry.endpoints:
             return entry
-    known = ", ".join(e for entry in record["links"] for e in entry["endpoints"] if ":" in e)
-    raise InputError(f"lab '{record['name']}' has no link {endpoint} (links: {known})")
+    known = ", ".join(e for entry in record.links for e in entry.endpoints if ":" in e)
+    raise InputError(f"lab '{record.name}' has no link {endpoint} (links: {known})")
 
 
-def _netns_of(record: dict[str, Any]) -> Callable[[str], int]:
+def _netns_of(record: LabRecord) -> Callable[[str], int]:
     def lookup(node: str) -> int:
-        info = record["nodes"][node]
-        if not info.get("netns_pid"):
+        pid = record.nodes[node].netns_pid
+        if not pid:
             raise LabError(f"node {node} has no network namespace")
-        return int(info["netns_pid"])
+        return pid
     return lookup
 
 
 def set_impairment(lab: str, endpoint: str, changes: dict[str, str], clear: bool = False) -> dict[str, str]:
     """Change a running link's impairment (both directions); returns the one now in force."""
     with state.locked(lab):
-        record = state.read(lab) or {}
+        record = _record(lab)
         entry = find(record, endpoint)
-        current = {} if clear else dict(entry.get("impair") or {})
+        current = {} if clear else dict(entry.impair or {})
         current.update(changes)
         shaping = Shaping.parse(current)
         shape(entry, shaping, _netns_of(record))
-        entry["impair"] = current or None
+        entry.impair = current or None
         state.write(lab, record)
         return current
 
@@ -61,22 +62,30 @@ def set_impairment(lab: str, endpoint: str, changes: dict[str, str], clear: bool
 def set_state(lab: str, endpoint: str, up: bool) -> None:
     """Take one end of a link administratively down (the peer loses carrier) or bring it back,
     restoring the static routes the kernel flushed with it."""
-    record = state.read(lab) or {}
+    record = _record(lab)
     find(record, endpoint)
     node, iface = endpoint.split(":", 1)
     pid = _netns_of(record)(node)
-    with Netlink(pid) as nl:
-        nl.set_link(iface, state="up" if up else "down")
+    with netlink.Socket(pid) as sock:
+        with sock.batch() as batch:
+            batch.set_link(sock.index(iface), iface, up=up)
         if up:
-            _restore_routes(lab, node, nl)
+            _restore_routes(lab, node, sock)
 
 
-def _restore_routes(lab: str, node: str, nl: Netlink) -> None:
+def _record(lab: str) -> LabRecord:
+    return state.read(lab) or LabRecord(name=lab)
+
+
+def _restore_routes(lab: str, node: str, sock: netlink.Socket) -> None:
     topo = state.load_topology(lab)
     if topo is None:
         return
-    for route in topo.nodes[node].routes:
-        nl.add_route(route.dst, str(route.via) if route.via else None, route.dev, exist_ok=True)
+    index = netlink.Indexes(sock)
+    with sock.batch() as batch:  # routes still there (on another link) are fine
+        for route in topo.nodes[node].routes:
+            batch.add_route(route.dst, str(route.via) if route.via else None,
+                            index[route.dev] if route.dev else None, tolerate=frozenset({errno.EEXIST}))
 
 
 def flap(lab: str, endpoint: str, period: float, count: int, say: Callable[[str], None] | None = None) -> None:

@@ -6,18 +6,18 @@ from __future__ import annotations
 import contextlib
 
 from netemu.errors import InputError, LabError
-from netemu.linux import namespaces, procs, rtnl
+from netemu.linux import namespaces, netlink, procs
 from netemu.linux.cgroups import Cgroup
 from netemu.linux.initbin import init_binary
 from netemu.runtime import paths, state
 from netemu.runtime.builder import Builder, Progress
+from netemu.runtime.records import LabRecord
 
 
-def _check_node(record: dict, node: str) -> None:
-    if node not in record["nodes"]:
-        raise InputError(f"lab '{record['name']}' has no node '{node}' (nodes: {', '.join(record['nodes'])})")
-    sharing = [n for n, info in record["nodes"].items()
-               if info.get("extra", {}).get("network") == f"container:{node}"]
+def _check_node(record: LabRecord, node: str) -> None:
+    if node not in record.nodes:
+        raise InputError(f"lab '{record.name}' has no node '{node}' (nodes: {', '.join(record.nodes)})")
+    sharing = [n for n, info in record.nodes.items() if info.extra.network == f"container:{node}"]
     if sharing:
         raise InputError(f"node {node} lends its network to {', '.join(sharing)}: stop those first")
 
@@ -27,38 +27,40 @@ def stop(lab: str, node: str) -> None:
     with state.locked(lab):
         record = _record(lab)
         _check_node(record, node)
-        info = record["nodes"][node]
-        group = Cgroup(info["cgroup"])
-        if info.get("pid"):
-            procs.kill_and_wait([info["pid"]])
+        info = record.nodes[node]
+        group = Cgroup(info.cgroup)
+        if info.pid:
+            procs.kill_and_wait([info.pid])
         group.kill_all()
         namespaces.unname_netns(paths.netns_name(lab, node))
-        own_netns = info.get("netns_pid") == info.get("pid")
+        own_netns = info.netns_pid == info.pid
         if own_netns:
             _cut_links(record, node)
-        info.update(pid=None, start_time=None, stopped=True,
-                    netns_pid=None if own_netns else info.get("netns_pid"))
+        info.pid, info.start_time, info.stopped = None, None, True
+        if own_netns:
+            info.netns_pid = None
         state.write(lab, record)
 
 
-def _cut_links(record: dict, node: str) -> None:
+def _cut_links(record: LabRecord, node: str) -> None:
     """Delete the other ends of the stopped node's links now. The kernel deletes them with the
     node's network namespace, but later, from a work queue: a `start` right after would find
     their names still taken (File exists)."""
     mine = f"{node}:"
     machine_ends: list[str] = []
     peer_ends: dict[int, list[str]] = {}
-    for entry in record["links"]:
-        if not any(end.startswith(mine) for end in entry["endpoints"]):
+    for entry in record.links:
+        if not any(end.startswith(mine) for end in entry.endpoints):
             continue
-        if entry.get("machine_side"):
-            machine_ends.append(entry["machine_side"])
-        for end in entry["endpoints"]:
+        if entry.machine_side:
+            machine_ends.append(entry.machine_side)
+        for end in entry.endpoints:
             peer, sep, iface = end.partition(":")
-            netns_pid = record["nodes"].get(peer, {}).get("netns_pid")
+            peer_info = record.nodes.get(peer)
+            netns_pid = peer_info.netns_pid if peer_info else None
             if sep and peer != node and netns_pid:
                 peer_ends.setdefault(netns_pid, []).append(iface)
-    _delete_links(None, machine_ends, paths.alias(record["name"], ""))
+    _delete_links(None, machine_ends, paths.alias(record.name, ""))
     for pid, names in peer_ends.items():
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # that peer is gone too
             _delete_links(pid, names, "")
@@ -68,7 +70,7 @@ def _delete_links(pid: int | None, names: list[str], alias_prefix: str) -> None:
     """Delete the named links of a namespace (the machine's: only those with the lab's alias)."""
     if not names:
         return
-    with rtnl.Socket(pid) as sock, rtnl.Batch(sock) as batch:
+    with netlink.Socket(pid) as sock, sock.batch() as batch:
         for name, link in sock.links_by_name(names).items():
             if link.alias.startswith(alias_prefix):
                 batch.delete_link(link.index, name)
@@ -78,7 +80,7 @@ def start(lab: str, node: str, progress: Progress | None = None) -> None:
     with state.locked(lab):
         record = _record(lab)
         _check_node(record, node)
-        if record["nodes"][node].get("pid"):
+        if record.nodes[node].pid:
             raise InputError(f"node {node} is running (netemu node {lab} {node} restart)")
         topo = state.load_topology(lab)
         if topo is None:
@@ -92,7 +94,7 @@ def restart(lab: str, node: str, progress: Progress | None = None) -> None:
     start(lab, node, progress)
 
 
-def _record(lab: str) -> dict:
+def _record(lab: str) -> LabRecord:
     record = state.read(lab)
     if record is None:
         raise InputError(f"no lab named '{lab}'")

@@ -10,7 +10,6 @@ import os
 import select
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from netemu import images
@@ -18,22 +17,11 @@ from netemu.errors import InputError, LabError, MachineError
 from netemu.linux import cgroups, devices, initargs, mounts, procs, rootfs
 from netemu.linux.cgroups import Cgroup
 from netemu.runtime import confinement, paths, state, userns
+from netemu.runtime.records import LimitsRecord, NodeExtra, NodeRecord
 from netemu.topology.model import Node, Topology
 
 START_TIMEOUT = 30.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass
-class RunningNode:
-    name: str
-    pid: int
-    start_time: int | None
-    netns_pid: int | None  # whose network namespace the host uses (None: the machine's)
-    cgroup: str
-    layers: str
-    console: str
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def base_env(node: Node) -> dict[str, str]:
@@ -98,8 +86,8 @@ def labs_using_image(name: str) -> list[str]:
     """Labs with a node on image `name`, whatever their state: a stopped node restarts on it."""
     users = []
     for lab in state.lab_names():
-        record = state.read(lab) or {}
-        refs = {str(info.get("extra", {}).get("image", "")) for info in record.get("nodes", {}).values()}
+        record = state.read(lab)
+        refs = {info.extra.image for info in record.nodes.values()} if record else set()
         if any((found := images.find_image(ref)) is not None and found.name == name for ref in refs):
             users.append(lab)
     return users
@@ -252,12 +240,12 @@ def _read_all(fd: int, timeout: float) -> bytes:
         chunks.append(chunk)
 
 
-def running(launch: Launch, pid: int, netns_pid: int | None) -> RunningNode:
+def running(launch: Launch, pid: int, netns_pid: int | None) -> NodeRecord:
     node = launch.node
-    return RunningNode(name=node.name, pid=pid, start_time=procs.start_time(pid),
-                       netns_pid=netns_pid, cgroup=launch.group.relpath, layers=str(launch.layers.base),
-                       console=str(launch.console),
-                       extra={"env": node_env(node), "image": node.image, "network": node.network,
-                              "hostname": node.hostname or node.name, "limits": asdict(node.limits),
-                              "confinement": launch.confinement.record(),
-                              **({"userns": launch.userns.arg()} if launch.userns else {})})
+    limits = LimitsRecord(cpus=node.limits.cpus, memory=node.limits.memory, pids=node.limits.pids)
+    extra = NodeExtra(env=node_env(node), image=node.image, network=node.network, hostname=node.hostname or node.name,
+                      limits=limits, confinement=launch.confinement.record(),
+                      userns=launch.userns.arg() if launch.userns else None)
+    return NodeRecord(name=node.name, pid=pid, start_time=procs.start_time(pid), netns_pid=netns_pid,
+                      cgroup=launch.group.relpath, layers=str(launch.layers.base), console=str(launch.console),
+                      extra=extra)

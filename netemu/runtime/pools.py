@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from netemu.errors import MachineError
-from netemu.linux import rtnl
+from netemu.linux import netlink
 from netemu.runtime import state
 
 LEDGER = "pools.json"
@@ -30,7 +30,7 @@ def _ledger() -> AbstractContextManager[dict[str, Any]]:
 def _machine_networks() -> list[Net]:
     """Subnets the machine already uses: its addresses and its routes (no link names needed,
     so no dump of the machine's links, which other tools may be changing all the time)."""
-    with rtnl.Socket() as sock:
+    with netlink.Socket() as sock:
         used: list[Net] = [address.interface.network for address in sock.addresses()]
         used += [route.dst for route in sock.routes() if route.dst.prefixlen]
     return used

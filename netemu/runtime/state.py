@@ -12,7 +12,6 @@ import errno
 import fcntl
 import json
 import os
-import pickle
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,9 +21,12 @@ from typing import Any
 from netemu.errors import LabExists, LabNotFound, MachineError
 from netemu.linux import files, procs
 from netemu.runtime import paths
+from netemu.runtime.records import LabRecord
+from netemu.topology import serialize
+from netemu.topology.model import Topology
 
 STATE_FILE = "state.json"
-TOPOLOGY_FILE = "topology.pickle"
+TOPOLOGY_FILE = "topology.json"
 RESERVING = ".reserving"  # suffix of a directory being claimed: .LAB.PID.reserving
 
 
@@ -109,34 +111,40 @@ def is_busy(lab: str) -> bool:
         os.close(fd)
 
 
-def write(lab: str, data: dict[str, Any]) -> None:
+def write(lab: str, record: LabRecord) -> None:
     directory = paths.state_dir(lab)
-    files.write_file(directory / STATE_FILE, json.dumps(data, indent=1, sort_keys=True).encode(),
+    files.write_file(directory / STATE_FILE, json.dumps(record.to_json(), indent=1, sort_keys=True).encode(),
                      tmp=directory / f".{STATE_FILE}.{os.getpid()}", sync=True)
 
 
-def read(lab: str) -> dict[str, Any] | None:
+def read(lab: str) -> LabRecord | None:
+    """The lab's record; None when it has none yet (or an unreadable one: it cannot happen with
+    atomic writes, unless the disk lied). A record of a newer version raises RecordError."""
+    path = paths.state_dir(lab) / STATE_FILE
     try:
-        return json.loads((paths.state_dir(lab) / STATE_FILE).read_text())
-    except FileNotFoundError:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
-    except json.JSONDecodeError:
-        return None  # cannot happen with atomic writes, unless the disk lied
+    return LabRecord.from_json(data, source=str(path))
 
 
-def save_topology(lab: str, topo: Any) -> None:
+def save_topology(lab: str, topo: Topology) -> None:
     """The lab's settled topology (pools applied), for operations on a running lab (link up
-    restores routes, node start rewires links). Pickle: written and read by this same code."""
+    restores routes, node start rewires links): versioned JSON (topology.serialize)."""
     directory = paths.state_dir(lab)
-    files.write_file(directory / TOPOLOGY_FILE, pickle.dumps(topo),
-                     tmp=directory / f".{TOPOLOGY_FILE}.{os.getpid()}")
+    data = json.dumps(serialize.topology_to_dict(topo), indent=1, sort_keys=True).encode()
+    files.write_file(directory / TOPOLOGY_FILE, data, tmp=directory / f".{TOPOLOGY_FILE}.{os.getpid()}")
 
 
-def load_topology(lab: str) -> Any:
+def load_topology(lab: str) -> Topology | None:
+    """None for a lab without one (made by an older netemu, which pickled it); a newer version
+    of the format raises serialize.TopologyFormatError."""
+    path = paths.state_dir(lab) / TOPOLOGY_FILE
     try:
-        return pickle.loads((paths.state_dir(lab) / TOPOLOGY_FILE).read_bytes())
-    except (FileNotFoundError, pickle.UnpicklingError, AttributeError, EOFError):
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
+    return serialize.topology_from_dict(data, source=str(path))
 
 
 @contextmanager

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
 
 from netemu.errors import InputError
-from netemu.linux import rtnl
-from netemu.linux.netlink import Netlink
+from netemu.linux import netlink
+from netemu.runtime.records import UplinkRecord
 from netemu.topology.model import Network, Topology
 
 SYS_NET = Path("/sys/class/net")
@@ -47,11 +46,11 @@ def _is_bridge(name: str) -> bool:
     return (SYS_NET / name / "bridge").is_dir()
 
 
-def describe(iface: str, network: str) -> dict[str, Any]:
+def describe(iface: str, network: str) -> UplinkRecord:
     """What to restore later; refuses an interface that is missing, already enslaved, or that
     carries the machine's default route (taking it would cut the machine off). Read by name and
     by the link's index: the machine may have many links, changing all the time."""
-    with rtnl.Socket() as sock:
+    with netlink.Socket() as sock:
         link = sock.link(iface)
         if link is None:
             raise InputError(f"networks.{network}.uplink: the machine has no interface '{iface}'")
@@ -61,23 +60,27 @@ def describe(iface: str, network: str) -> dict[str, Any]:
             raise InputError(f"networks.{network}.uplink: {iface} carries the machine's default route; "
                              "netemu will not take it")
         addresses = [str(address.interface) for address in sock.addresses(link.index)]
-    return {"iface": iface, "addresses": addresses, "up": link.up, "mtu": link.mtu}
+    return UplinkRecord(iface=iface, addresses=addresses, up=link.up, mtu=link.mtu)
 
 
-def attach(nl: Netlink, saved: dict[str, Any], bridge: str) -> None:
-    nl.enslave(saved["iface"], bridge)
-    nl.up(saved["iface"])
+def attach(sock: netlink.Socket, saved: UplinkRecord, bridge: str) -> None:
+    """Enslave the interface to the lab's bridge and set it up (`sock`: the machine's)."""
+    iface = saved.iface
+    with sock.batch() as batch:
+        batch.set_link(sock.index(iface), iface, master=sock.index(bridge), up=True)
 
 
-def give_back(nl: Netlink, saved: dict[str, Any]) -> None:
+def give_back(sock: netlink.Socket, saved: UplinkRecord) -> None:
     """Release the interface from any bridge and put back its addresses, MTU and state."""
-    with rtnl.Socket() as sock:
-        link = sock.link(saved["iface"])
-        if link is None:
-            return  # gone from the machine meanwhile: nothing to give back
-        nl.set_link(saved["iface"], master=0, mtu=saved["mtu"])
-        present = {str(address.interface) for address in sock.addresses(link.index)}
-    for address in saved["addresses"]:
-        if address not in present and not address.startswith("fe80"):
-            nl.add_address(saved["iface"], ipaddress.ip_interface(address))
-    nl.set_link(saved["iface"], state="up" if saved["up"] else "down")
+    iface = saved.iface
+    link = sock.link(iface)
+    if link is None:
+        return  # gone from the machine meanwhile: nothing to give back
+    with sock.batch() as batch:
+        batch.set_link(link.index, iface, master=0, mtu=saved.mtu)
+    present = {str(address.interface) for address in sock.addresses(link.index)}
+    with sock.batch() as batch:
+        for address in saved.addresses:
+            if address not in present and not address.startswith("fe80"):
+                batch.add_address(link.index, ipaddress.ip_interface(address), iface)
+        batch.set_link(link.index, iface, up=saved.up)

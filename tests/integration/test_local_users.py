@@ -99,7 +99,7 @@ def lab_targets(lab, image: str) -> dict[str, str]:
     state = paths.state_dir(lab.name)
     targets = {
         str(paths.LIB_DIR): "dir", str(paths.RUN_DIR): "dir", str(paths.LABS_LIB_DIR): "dir",
-        str(state): "dir", str(state / "state.json"): "file", str(state / "topology.pickle"): "file",
+        str(state): "dir", str(state / "state.json"): "file", str(state / "topology.json"): "file",
         str(state / "userns.json"): "file",
         str(paths.layers_dir(lab.name)): "dir", str(paths.layers_dir(lab.name, "u") / "upper"): "dir",
         str(paths.layers_dir(lab.name, "i") / "upper/etc/hosts"): "file",

@@ -93,7 +93,7 @@ def test_under_umask_000_every_directory_and_file_gets_its_own_mode(machine, tmp
         store: 0o700, store / "layers": 0o700, store / "layers/sha256": 0o700, layer: 0o700,
         layer / "meta.json": 0o600, store / "images": 0o700, store / "images/umask%3Alatest.json": 0o600,
         store / ".lock": 0o600,
-        paths.RUN_DIR: 0o700, state: 0o700, state / "state.json": 0o600, state / "topology.pickle": 0o600,
+        paths.RUN_DIR: 0o700, state: 0o700, state / "state.json": 0o600, state / "topology.json": 0o600,
         state / "userns.json": 0o600,
     }
     assert {str(p): oct(mode(p)) for p in expected} == {str(p): oct(m) for p, m in expected.items()}
@@ -102,10 +102,11 @@ def test_under_umask_000_every_directory_and_file_gets_its_own_mode(machine, tmp
 
 def test_under_umask_000_the_run_directory_and_its_files_get_their_own_mode(tmp_path):
     """A run directory made from nothing: a lab's state and a machine-wide ledger in it."""
-    script = ("from netemu.runtime import state\n"
+    script = ("from netemu.runtime import records, state\n"
+              "from netemu.topology.model import Topology\n"
               "with state.reserve('x'):\n"
-              "    state.write('x', {'name': 'x'})\n"
-              "    state.save_topology('x', {})\n"
+              "    state.write('x', records.LabRecord(name='x'))\n"
+              "    state.save_topology('x', Topology(name='x', path=None, nodes={}))\n"
               "with state.ledger('ledger.json', dict) as data:\n"
               "    data['x'] = 1\n")
     run = tmp_path / "run"
@@ -114,7 +115,7 @@ def test_under_umask_000_the_run_directory_and_its_files_get_their_own_mode(tmp_
     assert result.returncode == 0, result.stderr
     found = {str(p.relative_to(tmp_path)): oct(mode(p)) for p in (run, *run.rglob("*"))}
     assert found == {"run": "0o700", "run/x": "0o700", "run/x/state.json": "0o600",
-                     "run/x/topology.pickle": "0o600", "run/ledger.json": "0o600"}
+                     "run/x/topology.json": "0o600", "run/ledger.json": "0o600"}
 
 
 # netemu-init's trust -----------------------------------------------------------------------------
