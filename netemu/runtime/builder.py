@@ -158,9 +158,9 @@ class Builder:
     # networks and links --------------------------------------------------------------------
     def _create_bridges(self) -> None:
         joined = [net for net in self.topo.networks.values() if net.bridge is not None]
-        for net in joined:
-            self.record.networks[net.name] = NetworkRecord(bridge=uplinks.machine_bridge(self.topo, net),
-                                                           machine_bridge=True, subnets=[str(s) for s in net.subnets])
+        for net in joined:  # checked by name before `up` made anything (uplinks.check_machine_networks)
+            self.record.networks[net.name] = NetworkRecord(bridge=net.bridge or "", machine_bridge=True,
+                                                           subnets=[str(s) for s in net.subnets])
         bridges = [net for net in self.topo.networks.values() if net.driver == "bridge" and net.bridge is None]
         for net in self.topo.networks.values():
             if net.driver == "macvlan":

@@ -7,43 +7,39 @@ What the interface looked like is written to the lab's state *before* it is ensl
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 from netemu.errors import InputError
 from netemu.linux import netlink
 from netemu.runtime.records import UplinkRecord
 from netemu.topology.model import Network, Topology
 
-SYS_NET = Path("/sys/class/net")
-
 
 def check_machine_networks(topo: Topology) -> None:
     """What the file asks of the machine's interfaces, checked before `up` creates anything:
-    the bridges `bridge:` joins exist and are bridges, and no `uplink:` names a bridge. Read
-    from sysfs by name, so links that other software adds and removes meanwhile do not matter."""
-    for net in topo.networks.values():
-        if net.bridge is not None:
-            machine_bridge(topo, net)
-        if net.uplink is not None and _is_bridge(net.uplink):
-            raise InputError(f"{topo.path}:{net.line}: networks.{net.name}.uplink: {net.uplink} is a bridge, "
-                             "which cannot be a port of another bridge; to put the network's hosts on it, use "
-                             f"`bridge: {net.uplink}` instead of `uplink:`")
+    the bridges `bridge:` joins exist and are bridges, and no `uplink:` names a bridge. Looked
+    up by name, so links that other software adds and removes meanwhile do not matter."""
+    with netlink.Socket() as sock:
+        for net in topo.networks.values():
+            if net.bridge is not None:
+                machine_bridge(topo, net, sock)
+            uplink = sock.link(net.uplink) if net.uplink is not None else None
+            if uplink is not None and uplink.kind == "bridge":
+                raise InputError(f"{topo.path}:{net.line}: networks.{net.name}.uplink: {net.uplink} is a bridge, "
+                                 "which cannot be a port of another bridge; to put the network's hosts on it, "
+                                 f"use `bridge: {net.uplink}` instead of `uplink:`")
 
 
-def machine_bridge(topo: Topology, net: Network) -> str:
+def machine_bridge(topo: Topology, net: Network, sock: netlink.Socket) -> str:
     """The machine's bridge a `bridge:` network joins; InputError when it has none of that name."""
     name = net.bridge or ""
     where = f"{topo.path}:{net.line}: networks.{net.name}.bridge"
-    if not (SYS_NET / name).exists():
+    link = sock.link(name)
+    if link is None:
         raise InputError(f"{where}: the machine has no interface '{name}' "
                          f"(make the bridge first: ip link add {name} type bridge)")
-    if not _is_bridge(name):
+    if link.kind != "bridge":
         raise InputError(f"{where}: {name} is not a bridge")
     return name
-
-
-def _is_bridge(name: str) -> bool:
-    return (SYS_NET / name / "bridge").is_dir()
 
 
 def describe(iface: str, network: str) -> UplinkRecord:
