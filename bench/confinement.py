@@ -19,7 +19,7 @@ import time
 from labgen import bridge_lab_yaml
 
 import netemu
-from netemu.runtime import cleanup
+from netemu import api
 from netemu.topology import load_topology_text
 
 SUBNET = ipaddress.ip_network("10.79.0.0/16")
@@ -47,7 +47,7 @@ def one_run(variant: str, n: int) -> tuple[float, float]:
         lab.down()
         return up, time.perf_counter() - start
     finally:
-        cleanup.remove_lab(topo.name)
+        api.down(topo.name)
 
 
 def main() -> int:

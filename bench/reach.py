@@ -48,10 +48,9 @@ from typing import Any
 
 from labgen import bridge_lab_yaml
 
-from netemu import probe
+from netemu import api
 from netemu.errors import LabNotFound
-from netemu.runtime import execution
-from netemu.runtime import lab as runtime
+from netemu.runtime.records import LabRecord
 from netemu.topology import load_topology_text
 
 SUBNET = ipaddress.ip_network("10.79.0.0/16")
@@ -72,9 +71,9 @@ def topology_yaml(name: str, n: int) -> str:
 
 
 # --- netemu ---------------------------------------------------------------------------------------
-def netemu_sweep(record: dict[str, Any]) -> tuple[float, int, int]:
+def netemu_sweep(record: LabRecord) -> tuple[float, int, int]:
     start = time.perf_counter()
-    matrix = probe.reach(record)
+    matrix = api.reach(record.name)
     return time.perf_counter() - start, matrix.reachable, matrix.pairs
 
 
@@ -91,18 +90,18 @@ def netemu_cli(name: str) -> tuple[float, int, int]:
 
 
 # --- baselines ------------------------------------------------------------------------------------
-def addresses(record: dict[str, Any]) -> dict[str, str]:
+def addresses(record: LabRecord) -> dict[str, str]:
     found = {}
-    for link in record["links"]:
-        node = link["endpoints"][0].split(":")[0]
-        found[node] = link["addresses"][0][0].split("/")[0]
+    for link in record.links:
+        node = link.endpoints[0].split(":")[0]
+        found[node] = link.addresses[0][0].split("/")[0]
     return found
 
 
-def baseline_ping(record: dict[str, Any]) -> tuple[float, int, int]:
+def baseline_ping(record: LabRecord) -> tuple[float, int, int]:
     """Mininet's pingAll: one `ping -c1 -W1` per ordered pair, sequentially, in the source host."""
     addr = addresses(record)
-    nodes = list(record["nodes"])
+    nodes = list(record.nodes)
     ok = pairs = 0
     start = time.perf_counter()
     for src in nodes:
@@ -110,21 +109,21 @@ def baseline_ping(record: dict[str, Any]) -> tuple[float, int, int]:
             if src == dst:
                 continue
             pairs += 1
-            result = execution.run(record, src, ["ping", "-c1", "-W1", addr[dst]], timeout=10)
+            result = api.exec_command(record.name, src, ["ping", "-c1", "-W1", addr[dst]], timeout=10)
             ok += result.returncode == 0
     return time.perf_counter() - start, ok, pairs
 
 
-def baseline_fping(record: dict[str, Any]) -> tuple[float, int, int]:
+def baseline_fping(record: LabRecord) -> tuple[float, int, int]:
     """One fping per source host with all its targets at once; sources one after the other."""
     addr = addresses(record)
-    nodes = list(record["nodes"])
+    nodes = list(record.nodes)
     ok = pairs = 0
     start = time.perf_counter()
     for src in nodes:
         targets = [addr[d] for d in nodes if d != src]
         pairs += len(targets)
-        result = execution.run(record, src, ["fping", "-c1", "-t1000", "-i1", "-q", *targets], timeout=60)
+        result = api.exec_command(record.name, src, ["fping", "-c1", "-t1000", "-i1", "-q", *targets], timeout=60)
         # fping -q prints one summary line per target on stderr: "ADDR : xmt/rcv/%loss = 1/1/0%"
         ok += sum(1 for line in result.stderr.splitlines() if "/1/0%" in line)
     return time.perf_counter() - start, ok, pairs
@@ -139,7 +138,7 @@ def bench(n: int, runs: int, baselines: list[str]) -> dict[str, Any]:
     name = f"reach{n}"
     topo = load_topology_text(topology_yaml(name, n), f"{name}.yaml")
     log(f"up: {n} hosts on one bridge (lab {name})")
-    record = runtime.up(topo)
+    record = api.up(topo)
     try:
         log("netemu reach, in process: cold (first sweep after up)")
         cold = netemu_sweep(record)
@@ -159,7 +158,7 @@ def bench(n: int, runs: int, baselines: list[str]) -> dict[str, Any]:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         with contextlib.suppress(LabNotFound):
-            runtime.down(name)
+            api.down(name)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     return {
         "hosts": n, "pairs": n * (n - 1), "runs": runs,

@@ -36,9 +36,9 @@ from typing import Any
 from labgen import bridge_lab_yaml, chain_lab_yaml, tree_lab_yaml
 from updown import BenchError, _sigterm, exit_codes, log, median, netns_named, ratio, run_ip, shielded, wait_gone
 
+from netemu import api
 from netemu.linux.cgroups import Cgroup
 from netemu.probe import ProbeRequest, open_engine
-from netemu.runtime import lab as runtime
 from netemu.runtime import paths
 from netemu.topology import load_topology_text
 from netemu.topology.model import Topology
@@ -135,19 +135,19 @@ def netemu_run(scenario: Scenario, pairs: int, rng: random.Random) -> dict[str, 
     topo = load_topology_text(scenario.yaml, f"{scenario.lab}.yaml")
     try:
         start = time.perf_counter()
-        record = runtime.up(topo)
+        record = api.up(topo)
         up = time.perf_counter() - start
         reach = sample_reachability(record, topo, scenario.pairs or random_pairs(topo, pairs, rng))
         machine_side = [n for n in os.listdir(SYS_NET) if is_lab_link(n, scenario.lab)]
         start = time.perf_counter()
-        runtime.down(scenario.lab)
+        api.down(scenario.lab)
         returned = time.perf_counter() - start
         left = wait_gone(machine_side)
         down = time.perf_counter() - start
         return {"up": up, "down": down, "down_returned": returned, "left": left, **reach}
     finally:
         with shielded():
-            runtime.down(scenario.lab)
+            api.down(scenario.lab)
 
 
 def is_lab_link(name: str, lab: str) -> bool:
@@ -211,14 +211,14 @@ def memory_run(scenario: Scenario) -> dict[str, Any]:
     n = len(topo.nodes)
     before = meminfo()
     try:
-        runtime.up(topo)
+        api.up(topo)
         time.sleep(1.0)  # idle: let deferred kernel work (RCU frees, addrconf) settle
         after = meminfo()
         pids = Cgroup(paths.cgroup_path(scenario.lab)).pids()
         total_pss = sum(pss(pid) for pid in pids)
     finally:
         with shielded():
-            runtime.down(scenario.lab)
+            api.down(scenario.lab)
     return {"hosts": n, "processes": len(pids), "pss_per_host": total_pss / n,
             "slab_per_host": (after["Slab"] - before["Slab"]) / n,
             "unreclaimable_slab_per_host": (after["SUnreclaim"] - before["SUnreclaim"]) / n,

@@ -37,8 +37,8 @@ from typing import Any
 from labgen import bridge_lab_yaml, host_address
 
 import netemu
+from netemu import api
 from netemu.errors import LabNotFound
-from netemu.runtime import lab as runtime
 from netemu.runtime import paths
 from netemu.topology import load_topology_text
 
@@ -253,7 +253,7 @@ def lab_cleanup(name: str, n: int) -> None:
     """Take the lab down if anything of it exists, then remove what netemu's down left."""
     if lab_exists(name):
         try:
-            runtime.down(name)
+            api.down(name)
         except LabNotFound:
             pass
         except Exception as e:
@@ -268,11 +268,11 @@ def api_run(name: str, n: int) -> dict[str, Any]:
     topo = load_topology_text(topology_yaml(name, n), "gen.yaml")
     try:
         start = time.perf_counter()
-        runtime.up(topo)
+        api.up(topo)
         up = time.perf_counter() - start
         ping = netemu_ping(name)
         start = time.perf_counter()
-        runtime.down(name)
+        api.down(name)
         returned = time.perf_counter()
         return {"up": up, "ping": ping, **settle_after_down(name, n, start, returned)}
     finally:

@@ -1,8 +1,8 @@
-"""The `netemu` command: parse arguments, call the runtime, render. Nothing else lives here."""
+"""The `netemu` command: parse arguments, call the facade (netemu.api), render (netemu.render).
+Nothing else lives here: no module below the facade is imported."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.shell_completion import CompletionItem
 
-from netemu import __version__, progress
-from netemu.errors import InputError, MachineError, NetemuError
+from netemu import __version__, api, progress, render
+from netemu.errors import CheckFailed, InputError, MachineError, NetemuError
 from netemu.progress import Step
-from netemu.topology import Topology, load_topology
 
 if TYPE_CHECKING:
     from netemu.runtime.records import LabRecord
@@ -28,35 +27,28 @@ PROG = "netemu"  # fixed, so completion's variable is _NETEMU_COMPLETE however n
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
 VERBOSE = click.option("-v", "--verbose", is_flag=True,
                        help="A line per step on a terminal; JSON lines on stderr when it is not one.")
+PULL = click.option("--pull", type=click.Choice(api.PULL_POLICIES), default="missing", show_default=True,
+                    help="Registry images: fetch always, only when missing from the store, or never.")
 
 
-def _progress(quiet: bool) -> Any:
-    """Progress lines on a terminal; silence when piped or asked to be quiet."""
-    if quiet or not sys.stderr.isatty():
-        return None
-    start = time.monotonic()
-    return lambda msg: click.echo(f"[{time.monotonic() - start:6.2f}s] {msg}", err=True)
+def _say(quiet: bool, verbose: bool, title: str) -> Any:
+    """The one progress display (netemu.progress): live bars on a terminal, JSON lines with
+    --verbose when stderr is not one, else nothing."""
+    return progress.reporter(progress.mode_for(quiet, verbose), title)
 
 
-def _is_file_argument(target: str) -> bool:
-    return target.endswith((".yaml", ".yml")) or os.path.sep in target
+def _echo(text: str) -> None:
+    click.echo(text)
 
 
-def _lab_name(target: str) -> str:
-    """`down` and friends take a lab name or the topology file that names it."""
-    if _is_file_argument(target):
-        return load_topology(target).name
-    return target
+def _emit(value: Any, fmt: str, as_table: Any) -> None:
+    """One result, as JSON or through its table renderer."""
+    click.echo(render.as_json(value) if fmt == "json" else as_table(value))
 
 
 # --- shell completion: read the state files only, never the kernel ------------------------------
 def _complete_labs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from netemu.runtime import state
-
-    try:
-        return [CompletionItem(name) for name in state.lab_names() if name.startswith(incomplete)]
-    except OSError:  # not root: the state is root's alone
-        return []
+    return [CompletionItem(name) for name in api.lab_names_quietly() if name.startswith(incomplete)]
 
 
 def _complete_lab_or_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
@@ -65,14 +57,7 @@ def _complete_lab_or_file(ctx: click.Context, param: click.Parameter, incomplete
 
 
 def _record_for_completion(ctx: click.Context) -> LabRecord:
-    from netemu.runtime import state
-    from netemu.runtime.records import LabRecord
-
-    target = ctx.params.get("name") or ctx.params.get("target") or ""
-    try:
-        return state.read(_lab_name(target)) or LabRecord(name=target)
-    except (NetemuError, OSError):
-        return LabRecord(name=target)
+    return api.record_quietly(ctx.params.get("name") or ctx.params.get("target") or "")
 
 
 def _complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
@@ -89,10 +74,6 @@ def _complete_targets(ctx: click.Context, param: click.Parameter, incomplete: st
     return _complete_nodes(ctx, param, incomplete) + _complete_endpoints(ctx, param, incomplete)
 
 
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="netemu")
 def cli() -> None:
@@ -103,7 +84,7 @@ def cli() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate(file: str) -> None:
     """Check FILE without touching the kernel."""
-    topo = load_topology(file)
+    topo = api.load(file)
     click.echo(f"{file}: ok: lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.networks)} networks, "
                f"{len(topo.links)} links, {len(topo.checks)} checks")
 
@@ -124,7 +105,7 @@ def graph(target: str, output: str | None, fmt: str | None, layout: str) -> None
     """A picture of the topology FILE, or of running lab NAME (with the addresses `up` chose)."""
     from netemu.topology import drawing
 
-    topo = _topology_to_draw(target)
+    topo = api.topology_of(target)
     fmt = fmt or _picture_type(output)
     text = drawing.to_mermaid(topo) if fmt == "mmd" else drawing.to_dot(topo, layout)
     data = _graphviz(text, fmt) if fmt in ("svg", "png") else text.encode()
@@ -137,17 +118,6 @@ def graph(target: str, output: str | None, fmt: str | None, layout: str) -> None
     except OSError as e:
         raise InputError(f"{output}: cannot write: {e.strerror or e}") from None
     click.echo(f"{output}: {fmt}, {len(topo.nodes)} nodes, {len(topo.networks)} networks, {len(topo.links)} links")
-
-
-def _topology_to_draw(target: str) -> Topology:
-    from netemu.runtime import state
-
-    if _is_file_argument(target) or Path(target).is_file():
-        return load_topology(target)
-    topo = state.load_topology(target)
-    if topo is None:
-        raise InputError(f"{target}: neither a topology file nor a running lab (netemu ps lists the labs)")
-    return topo
 
 
 def _picture_type(output: str | None) -> str:
@@ -190,18 +160,17 @@ def completion(shell: str) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@PULL
 @QUIET
 @VERBOSE
-def up(file: str, quiet: bool, verbose: bool) -> None:
+def up(file: str, pull: str, quiet: bool, verbose: bool) -> None:
     """Create the lab described by FILE; on failure nothing is left behind.
 
     On a terminal a live count of hosts and links shows on stderr."""
-    from netemu.runtime import lab
-
-    topo = load_topology(file)
+    topo = api.load(file)
     started = time.monotonic()
-    with progress.reporter(progress.mode_for(quiet, verbose), f"up {topo.name}") as say:
-        record = lab.up(topo, progress=say)
+    with _say(quiet, verbose, f"up {topo.name}") as say:
+        record = api.up(topo, progress=say, pull=pull)
     if not quiet:
         click.echo(f"lab '{record.name}' is up: {len(record.nodes)} nodes, {len(record.links)} links "
                    f"in {time.monotonic() - started:.2f}s")
@@ -214,19 +183,15 @@ def up(file: str, quiet: bool, verbose: bool) -> None:
 @VERBOSE
 def down(target: str | None, all_labs: bool, quiet: bool, verbose: bool) -> None:
     """Remove everything lab TARGET (a name or its file) created. Idempotent with --all."""
-    from netemu.runtime import lab
-
     if all_labs == bool(target):
         raise InputError("give a lab name (or its file), or --all")
-    lab.require_root()  # also with --all and no lab: the answer must not depend on what exists
-    names = [entry["name"] for entry in lab.list_labs()] if all_labs else [_lab_name(target or "")]
+    api.require_root()  # also with --all and no lab: the answer must not depend on what exists
+    names = [entry.name for entry in api.labs()] if all_labs else [api.lab_name(target or "")]
     lines: list[str] = []
     try:  # the lines wait for the live display to end, which they would garble
-        with progress.reporter(progress.mode_for(quiet, verbose), "down") as say:
+        with _say(quiet, verbose, "down") as say:
             for done, name in enumerate(names, 1):
-                if say:
-                    say(f"removing lab '{name}'")
-                removed = lab.down(name)
+                removed = api.down(name, progress=say)
                 if say and len(names) > 1:
                     say(Step("labs", done, len(names)))
                 lines.append(f"lab '{name}' is down" if not removed.empty() else f"no lab '{name}': nothing to remove")
@@ -240,45 +205,10 @@ def down(target: str | None, all_labs: bool, quiet: bool, verbose: bool) -> None
 @click.option("-n", "--nodes", "by_node", is_flag=True, help="One row per node: its lab, pid, state and netns.")
 def ps(fmt: str, by_node: bool) -> None:
     """List the labs on this machine (with --nodes, their nodes)."""
-    from netemu.runtime import lab
-
-    labs = lab.list_labs()
     if by_node:
-        _ps_nodes(labs, fmt)
-        return
-    if fmt == "json":
-        _emit_json(labs)
-        return
-    rows = [(e["name"], e["status"], f"{e['alive']}/{e['nodes']}", _age(e.get("created")), e.get("file") or "")
-            for e in labs]
-    _table(["LAB", "STATUS", "NODES", "CREATED", "FILE"], rows)
-
-
-def _ps_nodes(labs: list[dict[str, Any]], fmt: str) -> None:
-    from netemu.runtime import paths, state
-
-    nodes = []
-    for entry in labs:
-        record = state.read(entry["name"])
-        for node, info in (record.nodes if record else {}).items():
-            nodes.append({"lab": entry["name"], "node": node, "pid": info.pid,
-                          "state": "up" if info.alive else ("stopped" if not info.pid else "dead"),
-                          "netns": paths.netns_name(entry["name"], node) if info.own_netns else None})
-    if fmt == "json":
-        _emit_json(nodes)
-        return
-    _table(["LAB", "NODE", "PID", "STATE", "NETNS"],
-           [(n["lab"], n["node"], str(n["pid"] or "-"), n["state"], n["netns"] or "-") for n in nodes])
-
-
-def _age(created: float | None) -> str:
-    if not created:
-        return "-"
-    seconds = max(0, int(time.time() - created))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+        _emit(api.lab_nodes(), fmt, render.nodes_table)
+    else:
+        _emit(api.labs(), fmt, render.labs_table)
 
 
 @cli.command()
@@ -288,83 +218,7 @@ def inspect(name: str, fmt: str) -> None:
     """Nodes, pids, limits, interfaces, addresses, routes and link state of lab NAME.
 
     The table leaves out loopback and IPv6 link-local addresses and routes; JSON has them all."""
-    from netemu.runtime import inspection
-
-    data = inspection.inspect(_lab_name(name))
-    if fmt == "json":
-        _emit_json(data)
-        return
-    nodes = data["nodes"]
-    click.echo(f"lab {data['name']}: {data['status']}, {len(nodes)} nodes, {len(data['links'])} links, "
-               f"created {_age(data.get('created'))} ({data.get('file') or 'no file'})")
-    for headers, rows in (_node_rows(nodes), _interface_rows(nodes), _route_rows(nodes), _link_rows(data["links"])):
-        if rows:
-            click.echo()
-            _table(headers, rows)
-
-
-def _node_rows(nodes: dict[str, Any]) -> tuple[list[str], list[tuple[str, ...]]]:
-    rows = []
-    for node, info in nodes.items():
-        status = "up" if info["alive"] else ("stopped" if info.get("stopped") or not info.get("pid") else "dead")
-        extra = info.get("extra") or {}
-        usage = info.get("usage") or {}
-        rows.append((node, str(info.get("pid") or "-"), status, info.get("netns") or "-",
-                     str(extra.get("image", "-")), _limits_text(extra.get("limits") or {}),
-                     _bytes(usage["memory_bytes"]) if "memory_bytes" in usage else "-", str(usage.get("pids", "-"))))
-    return ["NODE", "PID", "STATE", "NETNS", "IMAGE", "LIMITS", "MEMORY", "PIDS"], rows
-
-
-def _limits_text(limits: dict[str, Any]) -> str:
-    parts = []
-    if limits.get("cpus") is not None:
-        parts.append(f"cpus {limits['cpus']:g}")
-    if limits.get("memory") is not None:
-        parts.append(f"memory {_bytes(limits['memory'])}")
-    if limits.get("pids") is not None:
-        parts.append(f"pids {limits['pids']}")
-    return ", ".join(parts) or "-"
-
-
-def _bytes(n: float) -> str:
-    """Memory as the kernel counts it (powers of 1024)."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}".removesuffix(".0") + unit
-        n /= 1024
-    return f"{n:.1f}GiB"
-
-
-def _link_local(text: str | None) -> bool:
-    return bool(text) and str(text).lower().startswith("fe80:")
-
-
-def _interface_rows(nodes: dict[str, Any]) -> tuple[list[str], list[tuple[str, ...]]]:
-    rows = []
-    for node, info in nodes.items():
-        for iface in info.get("interfaces", []):
-            if iface["name"] == "lo":
-                continue
-            shown = [a for a in iface["addresses"] if not _link_local(a)]
-            rows.append((node, iface["name"], iface["state"], str(iface["mtu"]), " ".join(shown) or "-"))
-    return ["NODE", "IF", "STATE", "MTU", "ADDRESSES"], rows
-
-
-def _route_rows(nodes: dict[str, Any]) -> tuple[list[str], list[tuple[str, ...]]]:
-    rows = [(node, str(r["dst"]), str(r.get("via") or "-"), str(r.get("dev") or "-"))
-            for node, info in nodes.items() for r in info.get("routes", []) if not _link_local(str(r["dst"]))]
-    return ["NODE", "ROUTE", "VIA", "DEV"], rows
-
-
-def _link_rows(links: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, ...]]]:
-    rows = []
-    for entry in links:
-        states = entry.get("state") or {}
-        bad = [f"{end} {state}" for end, state in states.items() if state not in ("up", "n/a")]
-        impair = ", ".join(f"{k} {v}" for k, v in (entry.get("impair") or {}).items())
-        rows.append((" -- ".join(entry["endpoints"]), "; ".join(bad) or "up", str(entry.get("mtu") or "-"),
-                     impair or "-"))
-    return ["LINK", "STATE", "MTU", "IMPAIRMENT"], rows
+    _emit(api.inspect(api.lab_name(name)), fmt, render.inspect_text)
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -377,8 +231,6 @@ def _link_rows(links: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, 
 def exec_(interactive: bool, tty: bool, envs: tuple[str, ...], name: str, node: str,
           command: tuple[str, ...]) -> None:
     """Run COMMAND in NODE of lab NAME (all its namespaces and its cgroup); its exit code is ours."""
-    from netemu.runtime import execution, lab
-
     argv = list(command)
     if argv and argv[0] == "--":
         argv = argv[1:]
@@ -392,26 +244,16 @@ def exec_(interactive: bool, tty: bool, envs: tuple[str, ...], name: str, node: 
         if not sep:
             raise InputError(f"--env {item}: expected KEY=VALUE")
         env[key] = value
-    execution.replace_process(lab.load_record(name), node, argv, env=env, tty=tty)
+    api.attach(name, node, argv, env=env, tty=tty)
 
 
 @cli.command()
 @click.option("--format", "fmt", type=FORMATS, default="table")
 def clean(fmt: str) -> None:
     """Remove every netemu object on the machine that no live lab accounts for."""
-    from dataclasses import asdict
-
-    from netemu.runtime import lab
-
-    removed = lab.clean()
-    if fmt == "json":
-        _emit_json({name: asdict(r) for name, r in removed.items()})
-        return
-    if not removed:
-        click.echo("nothing to clean")
-    for name, r in removed.items():
-        click.echo(f"removed lab '{name}': {r.processes} processes, {len(r.links)} links, "
-                   f"{len(r.netns)} netns names, {len(r.cgroups)} cgroups, {len(r.directories)} directories")
+    removed = api.clean()
+    _emit(removed, fmt, lambda found: "\n".join(render.removed_line(n, r) for n, r in found.items())
+          or "nothing to clean")
 
 
 IMPAIR_OPTIONS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate")
@@ -432,22 +274,14 @@ IMPAIR_OPTIONS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate")
 @click.option("--count", default=3, show_default=True, help="With flap: how many cycles.")
 def link(name: str, endpoint: str, action: str, clear: bool, period: str, count: int, **impair: str | None) -> None:
     """Failure injection on a running link: take it down or up, flap it, or change its impairment."""
-    from netemu.runtime import links
-    from netemu.topology import check_impairment, parse_duration
-
-    lab_name = _lab_name(name)
+    changes = {key: value for key, value in impair.items() if value is not None}
+    if action == "set" and not changes and not clear:
+        raise InputError("set: give at least one of --" + ", --".join(IMPAIR_OPTIONS) + " or --clear")
+    now = api.link_action(api.lab_name(name), endpoint, action, period=period, count=count, clear=clear,
+                          say=_echo, **changes)
     if action in ("up", "down"):
-        links.set_state(lab_name, endpoint, up=action == "up")
         click.echo(f"{endpoint} {action}")
-    elif action == "flap":
-        seconds = _parse(parse_duration, period, "--period")
-        links.flap(lab_name, endpoint, seconds, count, say=lambda msg: click.echo(msg))
-    else:
-        changes = {key: _parse(lambda text, key=key: check_impairment(key, text), value, f"--{key}")
-                   for key, value in impair.items() if value is not None}
-        if not changes and not clear:
-            raise InputError("set: give at least one of --" + ", --".join(IMPAIR_OPTIONS) + " or --clear")
-        now = links.set_impairment(lab_name, endpoint, changes, clear=clear)
+    elif action == "set":
         click.echo(f"{endpoint}: " + (", ".join(f"{k} {v}" for k, v in now.items()) or "no impairment"))
 
 
@@ -457,17 +291,8 @@ def link(name: str, endpoint: str, action: str, clear: bool, period: str, count:
 @click.argument("action", type=click.Choice(["stop", "start", "restart"]))
 def node(name: str, node: str, action: str) -> None:
     """Node failure: stop a host (its writable layer kept), start it with its links, or both."""
-    from netemu.runtime import nodectl
-
-    {"stop": nodectl.stop, "start": nodectl.start, "restart": nodectl.restart}[action](_lab_name(name), node)
+    api.node_action(api.lab_name(name), node, action)
     click.echo(f"{node}: {action} done")
-
-
-def _parse(parser: Any, text: str, option: str) -> Any:
-    try:
-        return parser(text)
-    except ValueError as e:
-        raise InputError(f"{option}: {e}") from None
 
 
 @cli.group()
@@ -484,54 +309,27 @@ def image() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def image_import(file: str, name: str | None, max_size: str | None, quiet: bool) -> None:
     """Import FILE: a docker save archive, or an OCI image layout (tar or directory)."""
-    from netemu import images
-    from netemu.linux.privilege import require_root
-
-    require_root()
-    max_bytes = None if max_size is None else _parse(images.parse_size, max_size, "--max-size")
-    for info in images.import_archive(file, name, progress=_progress(quiet), max_bytes=max_bytes):
-        click.echo(f"imported {info.name} ({info.short_id}, {len(info.layers)} layers, {_size(info.size)})")
+    with _say(quiet, False, f"import {Path(file).name}") as say:
+        infos = api.import_image(file, name, progress=say, max_size=max_size)
+    for info in infos:
+        click.echo(f"imported {info.name} ({info.short_id}, {len(info.layers)} layers, {render.size(info.size)})")
 
 
 @image.command(name="ls")
 @click.option("--format", "fmt", type=FORMATS, default="table")
 def image_ls(fmt: str) -> None:
     """List the imported images."""
-    from dataclasses import asdict
-
-    from netemu import images
-
-    infos = images.list_images()
-    if fmt == "json":
-        _emit_json([asdict(i) for i in infos])
-        return
-    _table(["NAME", "IMAGE ID", "SIZE", "LAYERS"],
-           [(i.name, i.short_id, _size(i.size), str(len(i.layers))) for i in infos])
+    _emit(api.list_images(), fmt, render.images_table)
 
 
 @image.command(name="rm")
 @click.argument("names", nargs=-1, required=True)
 def image_rm(names: tuple[str, ...]) -> None:
     """Remove images, and every layer no other image uses; refused while a lab uses one."""
-    from netemu import images
-    from netemu.linux.privilege import require_root
-    from netemu.runtime.nodes import labs_using_image
-
-    require_root()
+    api.require_root()
     for name in names:
-        freed = images.remove_image(name, in_use=labs_using_image)
+        freed = api.remove_image(name)
         click.echo(f"removed {name} ({len(freed)} layers freed)")
-
-
-def _size(n: float) -> str:
-    """Sizes as `docker images` shows them (powers of 1000)."""
-    if n < 1000:
-        return f"{n:.0f}B"
-    for unit in ("kB", "MB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f}{unit}"
-    return f"{n / 1000:.1f}GB"
 
 
 # --- checks and probes ------------------------------------------------------------------------
@@ -553,23 +351,17 @@ def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout:
     """Run the checks of FILE (a topology file, or a checks file) against the running lab.
 
     Exit status: 0 when every check passes, 1 when one fails, 2 for a bad file."""
-    from netemu.errors import CheckFailed
-    from netemu.probe import checks, report
-    from netemu.runtime import lab
+    from netemu.probe import report
 
-    checkset = checks.load_checks(file, lab_name)
-    record = lab.load_record(checkset.lab)
+    checkset = api.load_checks(file, lab_name)
     if not checkset.checks:
         click.echo(f"{file}: no checks", err=True)
-    with progress.reporter(progress.mode_for(quiet, verbose), f"check {checkset.lab}") as say:
-        result = checks.run_checks(record, checkset.checks, file=file, timeout=timeout, progress=say)
+    with _say(quiet, verbose, f"check {checkset.lab}") as say:
+        result = api.check(checkset, timeout=timeout, progress=say)
     if junit:
         with open(junit, "w", encoding="utf-8") as out:
             out.write(report.junit(result))
-    if fmt == "json":
-        _emit_json(result.to_dict())
-    else:
-        click.echo(report.checks_table(result))
+    _emit(result, fmt, report.checks_table)
     if not result.passed:
         raise CheckFailed(result.failure_message().splitlines()[0].rstrip(":"))
 
@@ -589,18 +381,10 @@ def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout:
 def probe_(name: str, src: str, dst: str, proto: str, port: int | None, timeout: float, trace: bool, expect: str,
            fmt: str) -> None:
     """One probe from node FROM to TO (a node, NODE:IF or an address) in lab NAME."""
-    from netemu import probe as probing
-    from netemu.errors import CheckFailed
     from netemu.probe import report
-    from netemu.runtime import lab
 
-    record = lab.load_record(_lab_name(name))
-    request = probing.ProbeRequest(src, dst, proto=proto, port=port, timeout=timeout, trace=trace)
-    result = probing.probe(record, request)
-    if fmt == "json":
-        _emit_json(result.to_dict())
-    else:
-        click.echo(report.probe_text(result))
+    result = api.probe(api.lab_name(name), src, dst, proto=proto, port=port, timeout=timeout, trace=trace)
+    _emit(result, fmt, report.probe_text)
     if result.outcome != expect:
         raise CheckFailed(f"expected {expect}, saw {result.outcome}")
 
@@ -611,21 +395,9 @@ def probe_(name: str, src: str, dst: str, proto: str, port: int | None, timeout:
 @click.option("--timeout", type=SECONDS, default=2.0, show_default=True, help="Seconds to wait for answers.")
 def reach(name: str, fmt: str, timeout: float) -> None:
     """The all-pairs reachability matrix of lab NAME: an ICMP echo from every node to every other."""
-    from netemu import probe as probing
     from netemu.probe import report
-    from netemu.runtime import lab
 
-    matrix = probing.reach(lab.load_record(_lab_name(name)), timeout=timeout)
-    if fmt == "json":
-        _emit_json(matrix.to_dict())
-    else:
-        click.echo(report.reach_table(matrix))
-
-
-def _table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    for row in [tuple(headers), *rows]:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
+    _emit(api.reach(api.lab_name(name), timeout=timeout), fmt, report.reach_table)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from netemu.errors import InputError, TopologyError
 from netemu.probe.model import ERROR, REACHABLE, REFUSED, ProbeRequest, ProbeResult
 from netemu.progress import Say, Step
-from netemu.runtime import lab as runtime
+from netemu.runtime import state
 from netemu.runtime.records import LabRecord
 from netemu.topology import Invalid, Item, load_topology, parse_checks, parse_tree
 from netemu.topology.model import Check, Endpoint, Link, Node
@@ -66,7 +66,7 @@ def _checks_file(root: Item | None, path: Path, lab: str | None) -> CheckSet:
             lab = str(fields["lab"].scalar())
     if lab is None:
         raise InputError(f"{path}: name the lab to check: add 'lab: NAME' to the file or pass --lab NAME")
-    record = runtime.load_record(lab)
+    record = state.load(lab)
     nodes, links = _shape(record)
     return CheckSet(lab, parse_checks(items, nodes, links), str(path))
 

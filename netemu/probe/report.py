@@ -6,17 +6,10 @@ from __future__ import annotations
 import socket
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 
 from netemu.probe.checks import CheckReport, CheckResult
 from netemu.probe.model import REACHABLE, ProbeResult, ReachMatrix, format_rtt
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [tuple(headers), *rows]]
-    return "\n".join(lines)
+from netemu.render import table
 
 
 # --- checks -----------------------------------------------------------------------------------

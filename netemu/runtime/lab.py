@@ -15,15 +15,14 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 from netemu.errors import InputError, LabError, LabNotFound, MachineError
-from netemu.linux import netlink
 from netemu.linux.initbin import init_binary
 from netemu.linux.privilege import require_root
 from netemu.runtime import cleanup, firewall, hostsettings, paths, plan, state, uplinks
 from netemu.runtime.builder import Builder
-from netemu.runtime.records import LabRecord, NodeRecord
+from netemu.runtime.inspection import lab_status
+from netemu.runtime.records import LabRecord
 from netemu.topology.model import Topology
 
 Progress = Callable[[str], None]
@@ -151,72 +150,7 @@ def _mark_removing(name: str) -> None:
         state.write(name, record)
 
 
-def lab_status(record: LabRecord) -> str:
-    if record.status in ("creating", "removing"):
-        return record.status if state.is_busy(record.name) else "failed"
-    if record.status == "failed":  # its rollback did not finish
-        return "failed"
-    alive = [info.alive for info in record.nodes.values()]
-    if alive and all(alive):
-        return "running"
-    return "dead" if not any(alive) else "degraded"
-
-
-def list_labs() -> list[dict[str, Any]]:
-    labs = []
-    for name in state.lab_names():
-        record = state.read(name) or LabRecord(name=name, status="creating")
-        labs.append({"name": name, "status": lab_status(record), "nodes": len(record.nodes),
-                     "alive": record.alive_count(), "created": record.created, "file": record.file})
-    return labs
-
-
-def load_record(name: str) -> LabRecord:
-    record = state.read(name)
-    if record is None:
-        raise LabNotFound(f"no lab named '{name}' (netemu ps lists the labs)")
-    return record
-
-
-def inspect(name: str) -> dict[str, Any]:
-    """The record's JSON form (what `inspect --json` prints), with what each host has now."""
-    record = load_record(name)
-    result = record.to_json()
-    result["status"] = lab_status(record)
-    result["nodes"] = {node: _inspect_node(name, info) for node, info in record.nodes.items()}
-    return result
-
-
-def _inspect_node(lab: str, info: NodeRecord) -> dict[str, Any]:
-    out = info.to_json()
-    out["alive"] = info.alive
-    out["netns"] = paths.netns_name(lab, info.name) if info.netns_pid == info.pid else None
-    if out["alive"] and info.netns_pid:
-        with netlink.Socket(info.netns_pid) as sock:
-            links = sock.links()
-            addresses = _addresses_by_link(sock)
-            out["interfaces"] = [
-                {"name": link.name, "state": link.state, "mtu": link.mtu,
-                 "addresses": addresses.get(link.index, [])}
-                for link in links
-            ]
-            out["routes"] = _routes(sock, links)
-    return out
-
-
-def _addresses_by_link(sock: netlink.Socket) -> dict[int, list[str]]:
-    found: dict[int, list[str]] = {}
-    for address in sock.addresses():
-        found.setdefault(address.index, []).append(str(address.interface))
-    return found
-
-
-def _routes(sock: netlink.Socket, links: list[netlink.Link]) -> list[dict[str, Any]]:
-    """The main table's routes as `inspect` shows them: dst ("default"), via, dev (by name)."""
-    names = {link.index: link.name for link in links}
-    return [{"dst": str(route.dst) if route.dst.prefixlen else "default", "via": route.gateway,
-             "dev": names.get(route.oif) if route.oif is not None else None}
-            for route in sock.routes()]
+load_record = state.load
 
 
 def clean() -> dict[str, cleanup.Removed]:

@@ -74,7 +74,7 @@ def set_state(lab: str, endpoint: str, up: bool) -> None:
 
 
 def _record(lab: str) -> LabRecord:
-    return state.read(lab) or LabRecord(name=lab)
+    return state.load(lab)
 
 
 def _restore_routes(lab: str, node: str, sock: netlink.Socket) -> None:

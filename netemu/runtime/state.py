@@ -128,6 +128,14 @@ def read(lab: str) -> LabRecord | None:
     return LabRecord.from_json(data, source=str(path))
 
 
+def load(lab: str) -> LabRecord:
+    """The record of an existing lab; LabNotFound (exit 2) names `netemu ps` when there is none."""
+    record = read(lab)
+    if record is None:
+        raise LabNotFound(f"no lab named '{lab}' (netemu ps lists the labs)")
+    return record
+
+
 def save_topology(lab: str, topo: Topology) -> None:
     """The lab's settled topology (pools applied), for operations on a running lab (link up
     restores routes, node start rewires links): versioned JSON (topology.serialize)."""

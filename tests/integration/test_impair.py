@@ -74,7 +74,7 @@ def test_link_down_stops_traffic_and_up_restores_it_with_routes(make_lab):
     assert lab.exec("a", ping).returncode == 0
     assert run_cli("link", lab.name, "a:eth0", "down").returncode == 0
     assert lab.exec("a", ping).returncode != 0
-    state = next(i for i in lab.inspect()["nodes"]["a"]["interfaces"] if i["name"] == "eth0")["state"]
+    state = lab.inspect().nodes["a"].interface("eth0").state
     assert state == "down"
     assert run_cli("link", lab.name, "a:eth0", "up").returncode == 0
     for _ in range(50):
@@ -129,7 +129,7 @@ def test_node_stop_keeps_its_layer_and_start_rewires_its_links(make_lab):
     assert lab.exec("a", ["sh", "-c", "echo kept > /root/marker"]).returncode == 0
     old_pid = lab.pid("a")
     assert run_cli("node", lab.name, "a", "stop").returncode == 0
-    assert lab.inspect()["nodes"]["a"]["alive"] is False
+    assert lab.inspect().nodes["a"].alive is False
     assert lab.exec("b", ["ping", "-c1", "-W1", "10.73.0.1"]).returncode != 0
     assert "stopped" in run_cli("inspect", lab.name).stdout
     assert run_cli("node", lab.name, "a", "start").returncode == 0

@@ -116,7 +116,7 @@ def test_dead_pid1_shows_in_ps_and_down_still_cleans(make_lab):
     lab = make_lab(PAIR)
     os.kill(lab.pid("a"), signal.SIGKILL)
     time.sleep(0.2)
-    assert lab.inspect()["nodes"]["a"]["alive"] is False
+    assert lab.inspect().nodes["a"].state == "dead"
     assert "degraded" in run_cli("ps").stdout
     lab.down()
     assert kernel_snapshot.diff(before, kernel_snapshot.snapshot()) == {}

@@ -65,7 +65,7 @@ def test_hosts_join_the_machine_s_bridge_and_down_leaves_it_as_it_was(make_lab, 
     assert port in ports and len(ports) == 3, ports  # its own port and the two hosts'
     assert lab.exec("a", ["ping", "-c1", "-W2", "10.66.7.11"]).returncode == 0  # host to host
     assert lab.exec("a", ["ping", "-c1", "-W2", "10.66.7.1"]).returncode == 0  # the bridge's own address
-    assert lab.inspect()["networks"]["lan"]["bridge"] == bridge
+    assert lab.inspect().record.networks["lan"].bridge == bridge
     lab.down()
     after = (_ports(bridge), _addresses(bridge), json.loads(_ip("-j", "-d", "link", "show", bridge))[0]["mtu"])
     assert after == before

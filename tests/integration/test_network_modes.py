@@ -47,12 +47,13 @@ def test_bridge_mode_attaches_to_the_labs_nat_bridge(make_lab):
     forward_before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     lab = make_lab({"nodes": {"a": {"network": "bridge"}, "b": {"network": "bridge"}}})
     info = lab.inspect()
-    bridge = info["networks"]["bridge"]
-    subnet = ipaddress.ip_network(bridge["subnets"][0])
-    b_eth0 = next(i for i in info["nodes"]["b"]["interfaces"] if i["name"] == "eth0")
-    assert ipaddress.ip_interface(b_eth0["addresses"][0]).ip in subnet
-    assert f"default via {bridge['gateways'][0].split('/')[0]} dev eth0" in lab.exec("a", ["ip", "route"]).stdout
-    assert lab.exec("a", ["ping", "-c1", "-W2", b_eth0["addresses"][0].split("/")[0]]).returncode == 0
+    bridge = info.record.networks["bridge"]
+    subnet = ipaddress.ip_network(bridge.subnets[0])
+    b_eth0 = info.nodes["b"].interface("eth0")
+    assert b_eth0 is not None and ipaddress.ip_interface(b_eth0.addresses[0]).ip in subnet
+    assert f"default via {bridge.gateways[0].split('/')[0]} dev eth0" in lab.exec("a", ["ip", "route"]).stdout
+    assert info.nodes["a"].routes[0].dst == "default" and info.nodes["a"].routes[0].dev == "eth0"
+    assert lab.exec("a", ["ping", "-c1", "-W2", b_eth0.addresses[0].split("/")[0]]).returncode == 0
     table = subprocess.run(["nft", "list", "table", "inet", f"netemu-{lab.name}"], capture_output=True,
                            text=True, check=True).stdout
     assert f"ip saddr {subnet}" in table and "masquerade" in table
@@ -102,7 +103,7 @@ def test_container_mode_shares_the_network_only(make_lab):
     lab.exec("side", ["sh", "-c", "sleep 100 >/dev/null 2>&1 &"])
     assert "sleep" in lab.exec("side", ["sh", "-c", "cat /proc/[0-9]*/cmdline"]).stdout
     assert "sleep" not in lab.exec("main", ["sh", "-c", "cat /proc/[0-9]*/cmdline"]).stdout, "own PID namespace"
-    assert lab.inspect()["nodes"]["side"]["netns"] is None
+    assert lab.inspect().nodes["side"].netns is None
 
 
 def test_host_mode_uses_the_machines_network(make_lab):
@@ -148,8 +149,9 @@ def test_auto_point_to_point_links_never_collide_across_labs(make_lab):
     first, second = make_lab(topo), make_lab(topo)
     nets = []
     for lab in (first, second):
-        eth0 = next(i for i in lab.inspect()["nodes"]["b"]["interfaces"] if i["name"] == "eth0")
-        v4 = next(a for a in eth0["addresses"] if ":" not in a)
+        eth0 = lab.inspect().nodes["b"].interface("eth0")
+        assert eth0 is not None
+        v4 = next(a for a in eth0.addresses if ":" not in a)
         nets.append(ipaddress.ip_interface(v4).network)
         peer = ipaddress.ip_interface(v4).ip - 1
         assert lab.exec("b", ["ping", "-c1", "-W2", str(peer)]).returncode == 0

@@ -22,14 +22,16 @@ def test_hosts_on_a_bridge_reach_each_other_and_the_gateway(make_lab):
         ],
     })
     info = lab.inspect()
-    bridge = info["networks"]["lan"]["bridge"]
+    bridge = info.record.networks["lan"].bridge
+    assert bridge is not None
     detail = json.loads(subprocess.run(["ip", "-j", "-d", "addr", "show", bridge], capture_output=True,
                                        text=True, check=True).stdout)[0]
     assert detail["linkinfo"]["info_kind"] == "bridge"
     assert detail["ifalias"].startswith(f"netemu:{lab.name}:")
     assert any(a["local"] == "10.31.0.1" for a in detail["addr_info"])
-    h3 = next(i for i in info["nodes"]["h3"]["interfaces"] if i["name"] == "eth0")
-    h3_addr = h3["addresses"][0].split("/")[0]
+    h3 = info.nodes["h3"].interface("eth0")
+    assert h3 is not None
+    h3_addr = h3.addresses[0].split("/")[0]
     assert _ping(lab, "h1", h3_addr).returncode == 0
     assert _ping(lab, "h2", "10.31.0.11").returncode == 0
     assert _ping(lab, "h1", "10.31.0.1").returncode == 0

@@ -131,7 +131,7 @@ def test_loopback_is_never_forwarded_the_labs_gateway_is(make_lab, holders):
     port = _free_port()
     lab = make_lab({"nodes": {"web": {"network": "bridge", "ports": [f"{port}:80/tcp"]}}})
     _start_server(lab, "web", 80, "from web")
-    gateway = lab.inspect()["networks"]["bridge"]["gateways"][0].split("/")[0]
+    gateway = lab.inspect().record.networks["bridge"].gateways[0].split("/")[0]
     assert _receive(gateway, port) == b"from web"  # a local address of the machine: forwarded
     with pytest.raises(ConnectionRefusedError):
         _receive("127.0.0.1", port)  # nothing of the machine's listens there, and the node is not reached

@@ -134,9 +134,7 @@ def test_the_source_kernels_rst_is_held_back(lab: Lab) -> None:
     RST closes the connection, and the table is gone when the session ends."""
     from netemu import probe
     from netemu.probe.model import ProbeRequest
-    from netemu.runtime.lab import load_record
-
-    with probe.open_engine(load_record(lab.name)) as engine:
+    with probe.open_engine(lab.record) as engine:
         result = engine.probe(ProbeRequest("h1", "h2", proto="tcp", port=80))
         assert result.reachable, result
         table = lab.exec("h1", ["nft", "list", "table", "inet", "netemu_probe"], check=True).stdout

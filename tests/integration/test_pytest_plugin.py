@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from netemu import api
 from netemu.errors import LabNotFound
-from netemu.runtime import lab as runtime
 from tests.conftest import unique_name
 
 LAB = {
@@ -64,7 +64,7 @@ def test_plugin_fixture_marker_messages_junit_and_teardown(user_project: tuple[P
                               "test_user.py"], cwd=project, capture_output=True, text=True, timeout=300)
     finally:
         for name in names.values():  # whatever happened, leave nothing behind
-            runtime.down(name)
+            api.down(name)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out
     assert "2 failed, 1 passed, 1 error" in out, out
@@ -85,4 +85,4 @@ def test_plugin_fixture_marker_messages_junit_and_teardown(user_project: tuple[P
     # every lab was taken down, the failing tests' ones too
     for name in names.values():
         with pytest.raises(LabNotFound):
-            runtime.load_record(name)
+            api.record(name)

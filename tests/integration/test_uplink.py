@@ -39,7 +39,7 @@ def test_uplink_is_enslaved_and_given_back_with_its_addresses(make_lab, fake_nic
         "networks": {"lan": {"subnet": "10.76.0.0/24", "uplink": fake_nic}},
         "links": [{"endpoints": ["h:eth0", "lan"], "addresses": ["10.76.0.10/24"]}],
     })
-    bridge = lab.inspect()["networks"]["lan"]["bridge"]
+    bridge = lab.record.networks["lan"].bridge
     detail = json.loads(_ip("-j", "link", "show", fake_nic))[0]
     assert detail["master"] == bridge
     ping = lab.exec("h", ["ping", "-c1", "-W2", "10.76.0.200"])
@@ -69,6 +69,6 @@ def test_macvlan_network_gives_hosts_interfaces_on_the_uplink(make_lab, fake_nic
     detail = lab.exec("a", ["ip", "-d", "link", "show", "eth0"]).stdout
     assert "macvlan mode bridge" in detail
     assert lab.exec("a", ["ping", "-c1", "-W2", "10.76.0.200"]).returncode == 0, "out through the uplink"
-    b_addr = next(i for i in lab.inspect()["nodes"]["b"]["interfaces"] if i["name"] == "eth0")["addresses"][0]
+    b_addr = lab.inspect().nodes["b"].interface("eth0").addresses[0]
     assert lab.exec("a", ["ping", "-c1", "-W2", b_addr.split("/")[0]]).returncode == 0, "host to host"
     assert "master" not in json.loads(_ip("-j", "link", "show", fake_nic))[0], "no bridge for macvlan"

@@ -216,6 +216,18 @@ def test_decoders_read_what_pyroute2_encodes() -> None:
         dst=ipaddress.ip_network("0.0.0.0/0"), oif=8, gateway="10.0.0.1", table=c.RT_TABLE_MAIN, source="10.0.0.2")
 
 
+def test_multipath_routes_keep_every_next_hop() -> None:
+    route = rtmsg()
+    route["family"], route["dst_len"], route["table"], route["proto"] = socket.AF_INET, 24, c.RT_TABLE_MAIN, 188
+    route["attrs"] = [["RTA_DST", "10.9.0.0"], ["RTA_MULTIPATH", [
+        {"oif": 8, "hops": 0, "attrs": [["RTA_GATEWAY", "10.7.0.2"]]},
+        {"oif": 9, "hops": 2, "attrs": [["RTA_GATEWAY", "10.7.1.2"]]}]]]
+    route.encode()
+    parsed = messages.parse_route(bytes(route.data[16:]))
+    assert parsed is not None and parsed.protocol == 188 and parsed.oif is None and parsed.gateway is None
+    assert parsed.hops() == (messages.NextHop(8, "10.7.0.2", 1), messages.NextHop(9, "10.7.1.2", 3))
+
+
 # --- against the kernel, in a private network namespace --------------------------------------
 
 @pytest.fixture
@@ -336,6 +348,11 @@ def test_addresses_and_routes(netns: int) -> None:
         routes = {(str(r.dst), r.gateway, r.oif) for r in sock.routes()}
         assert ("10.8.0.0/16", "10.7.0.2", a) in routes
         assert ("10.7.0.0/24", None, a) in routes
+        subprocess.run(["nsenter", "-t", str(netns), "-n", "ip", "route", "add", "10.9.0.0/24", "proto", "188",
+                        "nexthop", "via", "10.7.0.2", "nexthop", "via", "10.7.0.3", "weight", "2"], check=True)
+        ecmp = next(r for r in sock.routes() if str(r.dst) == "10.9.0.0/24")
+        assert ecmp.protocol == 188
+        assert ecmp.hops() == (netlink.NextHop(a, "10.7.0.2", 1), netlink.NextHop(a, "10.7.0.3", 2))
 
 
 def test_link_changes_route_lookups_and_macvlans(netns: int) -> None:

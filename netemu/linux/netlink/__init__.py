@@ -12,9 +12,10 @@ macvlans), `inspect` and the probes' route lookups all go through them.
 Every object netemu creates in the machine's namespace carries an interface alias starting
 with ALIAS_PREFIX: that tag, not the name alone, is what `clean` trusts."""
 
-from netemu.linux.netlink.messages import Address, IPInterface, Link, Route
+from netemu.linux.netlink.messages import Address, IPInterface, Link, NextHop, Route
 from netemu.linux.netlink.socket import Batch, Indexes, RtnlError, Socket
 
 ALIAS_PREFIX = "netemu:"
 
-__all__ = ["ALIAS_PREFIX", "Address", "Batch", "IPInterface", "Indexes", "Link", "Route", "RtnlError", "Socket"]
+__all__ = ["ALIAS_PREFIX", "Address", "Batch", "IPInterface", "Indexes", "Link", "NextHop", "Route", "RtnlError",
+           "Socket"]

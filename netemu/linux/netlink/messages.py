@@ -38,6 +38,7 @@ from netemu.linux.netlink.constants import (
     RT_TABLE_MAIN,
     RTA_DST,
     RTA_GATEWAY,
+    RTA_MULTIPATH,
     RTA_OIF,
     RTA_PREFSRC,
     RTA_TABLE,
@@ -51,6 +52,7 @@ HEADER = struct.Struct("=IHHII")  # nlmsghdr
 IFINFO = struct.Struct("=BxHiII")  # ifinfomsg
 IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg
 RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg
+RTNEXTHOP = struct.Struct("=HBBi")  # rtnexthop: length, flags, hops (weight - 1), ifindex
 _ATTR = struct.Struct("=HH")  # rtattr
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -149,12 +151,25 @@ class Address:
 
 
 @dataclass(frozen=True)
+class NextHop:
+    oif: int | None
+    gateway: str | None
+    weight: int = 1
+
+
+@dataclass(frozen=True)
 class Route:
     dst: IPNetwork  # 0.0.0.0/0 or ::/0 for a default route
     oif: int | None
     gateway: str | None
     table: int
     source: str | None = None  # RTA_PREFSRC: the source the kernel picks (route lookups)
+    protocol: int = 0  # rtm_protocol: who made it (2 kernel, 3 boot, 4 static; routing daemons their own)
+    nexthops: tuple[NextHop, ...] = ()  # a multipath (ECMP) route's hops; oif and gateway are then None
+
+    def hops(self) -> tuple[NextHop, ...]:
+        """Every next hop, one for a plain route."""
+        return self.nexthops or (NextHop(self.oif, self.gateway),)
 
 
 def parse_link(payload: bytes) -> Link:
@@ -176,14 +191,29 @@ def parse_address(payload: bytes) -> Address | None:
 
 
 def parse_route(payload: bytes) -> Route | None:
-    family, dst_len, _src, _tos, table, _proto, _scope, _type, _flags = RTMSG.unpack_from(payload)
+    family, dst_len, _src, _tos, table, proto, _scope, _type, _flags = RTMSG.unpack_from(payload)
     if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     attrs = parse_attrs(payload, RTMSG.size)
     zero = bytes(4 if family == socket.AF_INET else 16)
     dst = ipaddress.ip_network((ipaddress.ip_address(attrs.get(RTA_DST, zero)), dst_len), strict=False)
     return Route(dst=dst, oif=u32(attrs.get(RTA_OIF)), table=u32(attrs.get(RTA_TABLE)) or table,
-                 gateway=_ip_text(attrs.get(RTA_GATEWAY)), source=_ip_text(attrs.get(RTA_PREFSRC)))
+                 gateway=_ip_text(attrs.get(RTA_GATEWAY)), source=_ip_text(attrs.get(RTA_PREFSRC)),
+                 protocol=proto, nexthops=_nexthops(attrs.get(RTA_MULTIPATH, b"")))
+
+
+def _nexthops(data: bytes) -> tuple[NextHop, ...]:
+    """RTA_MULTIPATH: rtnexthop structs, each followed by its own attributes (RTA_GATEWAY)."""
+    hops = []
+    offset = 0
+    while offset + RTNEXTHOP.size <= len(data):
+        length, _flags, weight, index = RTNEXTHOP.unpack_from(data, offset)
+        if length < RTNEXTHOP.size:
+            break
+        attrs = parse_attrs(data[offset:offset + length], RTNEXTHOP.size)
+        hops.append(NextHop(oif=index or None, gateway=_ip_text(attrs.get(RTA_GATEWAY)), weight=weight + 1))
+        offset += _pad(length)
+    return tuple(hops)
 
 
 def _ip_text(raw: bytes | None) -> str | None:
