@@ -10,9 +10,12 @@ NETEMU := $(VENV)/bin/netemu
 # iproute2, ping, nftables, procps, util-linux (setpriv, nsenter), kmod; FRRouting for the ospf lab
 # (it runs inside the lab's hosts only: the machine's own frr service is stopped and disabled);
 # graphviz draws `netemu graph -o x.svg|x.png`; iptables, whose FORWARD chains netemu opens to its
-# bridges and tests/integration/test_firewall.py sets to DROP.
+# bridges and tests/integration/test_firewall.py sets to DROP; skopeo, through which `image pull`
+# fetches registry images, and docker-registry, the registry server tests/integration/test_registry.py
+# starts on 127.0.0.1 with its own configuration (the machine's own registry service is stopped and
+# disabled: it would listen on port 5000 of every address).
 DEB_PACKAGES := python3 python3-venv python3-pip gcc libc6-dev make iproute2 iputils-ping nftables busybox-static \
-	procps util-linux kmod frr graphviz iptables
+	procps util-linux kmod frr graphviz iptables skopeo docker-registry
 # dockerd for test_firewall.py, which starts a private one (own data root, socket and pidfile) and
 # stops it; a machine that has a dockerd already (docker-ce, which conflicts with docker.io) keeps
 # it. The package must never start the machine's own Docker: a dockerd that ran once leaves the
@@ -20,7 +23,7 @@ DEB_PACKAGES := python3 python3-venv python3-pip gcc libc6-dev make iproute2 ipu
 # starting (a policy-rc.d, unless the machine has one already), and its units disabled.
 DOCKER_PACKAGE := docker.io
 
-.PHONY: all deps frr-off docker-off venv run test lint unit bench clean-labs
+.PHONY: all deps frr-off registry-off docker-off venv run test lint unit bench clean-labs
 
 all: test
 
@@ -30,6 +33,7 @@ deps:
 		echo "installing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		if [[ " $$missing " == *" frr "* ]]; then $(MAKE) --no-print-directory frr-off; fi; \
+		if [[ " $$missing " == *" docker-registry "* ]]; then $(MAKE) --no-print-directory registry-off; fi; \
 	fi
 	@if ! command -v dockerd >/dev/null && \
 		! dpkg-query -W -f '$${Status}' $(DOCKER_PACKAGE) 2>/dev/null | grep -q 'ok installed'; then \
@@ -48,6 +52,15 @@ frr-off:
 	else \
 		if [ -x /etc/init.d/frr ]; then /etc/init.d/frr stop; fi; \
 		if command -v systemctl; then systemctl disable frr; elif command -v update-rc.d; then update-rc.d frr disable; fi; \
+	fi; } >/dev/null 2>&1 || true
+
+# The docker-registry package starts and enables its service; only the test runs a registry, its own.
+registry-off:
+	@{ if [ -d /run/systemd/system ]; then systemctl disable --now docker-registry; \
+	else \
+		if [ -x /etc/init.d/docker-registry ]; then /etc/init.d/docker-registry stop; fi; \
+		if command -v systemctl; then systemctl disable docker-registry; fi; \
+		if command -v update-rc.d; then update-rc.d docker-registry disable; fi; \
 	fi; } >/dev/null 2>&1 || true
 
 # Docker's units off at boot too (the package enables them); only the test starts a dockerd.

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from netemu.runtime.cleanup import Removed
     from netemu.runtime.inspection import LabSummary, LabView, NodeSummary
     from netemu.runtime.records import LabRecord
+    from netemu.topology.runspec import RunSpec
 
 Say = Callable[[str], None]
 Seconds = float | int | str  # 2, 0.5, "30s", "500ms": as a topology file writes durations
@@ -82,15 +83,18 @@ def up(topology: str | Path | Topology, *, progress: Say | None = None, pull: st
 
 
 def ensure_images(topo: Topology, pull: str = "missing", progress: Say | None = None) -> None:
-    """Every registry image the nodes name is in the store (pulled under the `pull` policy)
-    before anything is created, so a missing image costs no rollback."""
+    """Every image the nodes name is in the store (pulled under the `pull` policy) before
+    anything is created, so a missing image costs no rollback. Each node then names the image
+    it got by its stored name: under `always`, a pulled `busybox` must win over an imported one."""
     from netemu import images
 
-    ensure = getattr(images, "ensure_image", None)
-    if ensure is None:  # a store without registry support: up resolves names as before
-        return
-    for ref in sorted({node.image for node in topo.nodes.values() if _registry_image(node.image)}):
-        ensure(ref, policy=pull, progress=progress)
+    got: dict[str, str] = {}
+    for node in topo.nodes.values():
+        if not _registry_image(node.image):
+            continue
+        if node.image not in got:
+            got[node.image] = images.ensure_image(node.image, policy=pull, progress=progress).name
+        node.image = got[node.image]
 
 
 def _registry_image(image: str) -> bool:
@@ -161,6 +165,40 @@ def attach(name: str, node: str, argv: list[str], *, env: dict[str, str] | None 
     raise AssertionError("replace_process returns only by raising")
 
 
+def run_up(spec: RunSpec, *, pull: str = "missing", progress: Say | None = None) -> str:
+    """`netemu run`, first half: the one-host lab the options describe, up; its name. Detached
+    (`-d`), the host runs the command itself; otherwise it waits for run_attached."""
+    import os
+
+    from netemu.topology import runspec
+
+    name = runspec.lab_name(spec)
+    up(runspec.topology(spec, name, dict(os.environ)), progress=progress, pull=pull)
+    return name
+
+
+def run_attached(name: str, spec: RunSpec) -> int:
+    """`netemu run`, second half: the host's main program (the image's Entrypoint, then COMMAND
+    or the image's Cmd) on the caller's terminal; its exit code. Then the host is stopped, as
+    Docker's container stops with its main process, or with `--rm` the lab is removed, also
+    when anything here fails."""
+    from netemu.runtime import execution, nodes
+
+    try:
+        node = topology_of(name).nodes[name]
+        argv = nodes.command(node)
+        if not argv:
+            raise InputError(f"{spec.image}: the image has no Cmd or Entrypoint: give a command")
+        info = nodes.image_of(node)
+        return execution.run_attached(record(name), name, argv, tty=spec.tty, stdin=spec.interactive,
+                                      cwd=info.working_dir if info is not None and info.working_dir else None)
+    finally:
+        if spec.remove:
+            down(name)
+        elif record(name).nodes[name].alive:
+            node_action(name, name, "stop")
+
+
 # --- failure injection ------------------------------------------------------------------------
 def link_action(name: str, endpoint: str, action: str, *, period: Seconds = 1.0, count: int = 3, clear: bool = False,
          say: Say | None = None, **impair: str) -> dict[str, str]:
@@ -209,11 +247,7 @@ def pull_image(ref: str, *, policy: str = "always", progress: Say | None = None)
 
     require_root()
     _check_choice("pull", policy, PULL_POLICIES)
-    pull = getattr(images, "pull", None)
-    if pull is None:
-        raise InputError("this netemu has no registry support: import a `docker save` archive instead")
-    info: ImageInfo = pull(ref, policy=policy, progress=progress)
-    return info
+    return images.pull(ref, policy=policy, progress=progress)
 
 
 def list_images() -> list[ImageInfo]:

@@ -247,6 +247,55 @@ def exec_(interactive: bool, tty: bool, envs: tuple[str, ...], name: str, node: 
     api.attach(name, node, argv, env=env, tty=tty)
 
 
+@cli.command(context_settings={"help_option_names": ["--help"], "allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a pseudo-terminal.")
+@click.option("-d", "--detach", is_flag=True, help="Leave the command running in the background; print the name.")
+@click.option("--name", help="The lab's name, also its one node's (default: run-XXXXXX).")
+@click.option("--network", default="bridge", show_default=True, metavar="MODE",
+              help="none, bridge (the NAT bridge), host, or container:NAME (another run's network).")
+@click.option("-h", "--hostname", help="The host's hostname (default: its name).")
+@click.option("--dns", multiple=True, help="A nameserver for /etc/resolv.conf (repeatable).")
+@click.option("--dns-search", multiple=True, help="A search domain (repeatable).")
+@click.option("--add-host", multiple=True, metavar="NAME:ADDRESS", help="An /etc/hosts entry (repeatable).")
+@click.option("-e", "--env", "envs", multiple=True, metavar="KEY[=VALUE]",
+              help="A variable; KEY alone passes this shell's value (repeatable).")
+@click.option("-v", "--volume", multiple=True, metavar="HOST:CONTAINER[:ro]", help="A bind mount (repeatable).")
+@click.option("-p", "--publish", multiple=True, metavar="HOST:CONTAINER[/PROTO]",
+              help="Publish a port on the machine (repeatable).")
+@click.option("-m", "--memory", help="Memory limit (64M, 1G).")
+@click.option("--cpus", help="CPU limit (0.5, 2).")
+@click.option("--pids-limit", type=int, help="At most this many processes.")
+@click.option("--cap-add", multiple=True, help="A capability to add (repeatable).")
+@click.option("--cap-drop", multiple=True, help="A capability to drop (repeatable).")
+@click.option("--privileged", is_flag=True, help="The machine's root in all but its namespaces.")
+@click.option("--rm", "remove", is_flag=True, help="Remove the lab when the command exits.")
+@PULL
+@QUIET
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(image: str, command: tuple[str, ...], quiet: bool, pull: str, **options: Any) -> None:
+    """Run COMMAND in a new one-host lab from IMAGE, as `docker run` does; our exit code is the
+    command's. `netemu ps`, `exec` and `down` work on the lab like on any other."""
+    from netemu.topology.runspec import RunSpec
+
+    spec = RunSpec(image=image, command=list(command), name=options["name"], network=options["network"],
+                   hostname=options["hostname"], dns=list(options["dns"]), dns_search=list(options["dns_search"]),
+                   add_hosts=list(options["add_host"]), env=list(options["envs"]), volumes=list(options["volume"]),
+                   publish=list(options["publish"]), memory=options["memory"], cpus=options["cpus"],
+                   pids_limit=options["pids_limit"], cap_add=list(options["cap_add"]),
+                   cap_drop=list(options["cap_drop"]), privileged=options["privileged"], detach=options["detach"],
+                   interactive=options["interactive"], tty=options["tty"], remove=options["remove"])
+    if spec.tty and not sys.stdin.isatty():
+        raise InputError("-t: the input device is not a terminal (drop -t, or run from a terminal)")
+    with _say(quiet, False, f"run {image}") as say:
+        name = api.run_up(spec, pull=pull, progress=say)
+    if spec.detach:
+        click.echo(name)
+        return
+    sys.exit(api.run_attached(name, spec))
+
+
 @cli.command()
 @click.option("--format", "fmt", type=FORMATS, default="table")
 def clean(fmt: str) -> None:
@@ -297,7 +346,7 @@ def node(name: str, node: str, action: str) -> None:
 
 @cli.group()
 def image() -> None:
-    """The image store: `docker save` archives and OCI image layouts."""
+    """The image store: registry images, `docker save` archives and OCI image layouts."""
 
 
 @image.command(name="import")
@@ -313,6 +362,19 @@ def image_import(file: str, name: str | None, max_size: str | None, quiet: bool)
         infos = api.import_image(file, name, progress=say, max_size=max_size)
     for info in infos:
         click.echo(f"imported {info.name} ({info.short_id}, {len(info.layers)} layers, {render.size(info.size)})")
+
+
+@image.command(name="pull")
+@click.argument("ref")
+@click.option("--pull", "policy", type=click.Choice(api.PULL_POLICIES), default="always", show_default=True,
+              help="missing: keep an image of that name the store has; never: only check that it has one.")
+@QUIET
+def image_pull(ref: str, policy: str, quiet: bool) -> None:
+    """Fetch REF from its registry (busybox, quay.io/frrouting/frr:10.5.1, name@sha256:...), or
+    from the local Docker daemon (docker-daemon:NAME:TAG), into the store."""
+    with _say(quiet, False, f"pull {ref}") as say:
+        info = api.pull_image(ref, policy=policy, progress=say)
+    click.echo(f"pulled {info.name} ({info.short_id}, {len(info.layers)} layers, {render.size(info.size)})")
 
 
 @image.command(name="ls")

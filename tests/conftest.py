@@ -3,9 +3,12 @@ final check that nothing netemu made is left on the machine."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +23,17 @@ NETEMU = [sys.executable, "-m", "netemu.cli"]
 
 
 SESSION_LABS: set[str] = set()
+
+# No test may reach a registry off this machine: an image name that is not in the store makes
+# `up` pull it, and `busybox` means docker.io. For the whole suite, and every netemu it starts,
+# the registries a name can mean point at a closed loopback port (port 9, discard: nothing
+# listens). Tests with a registry of their own write their own file (test_registry.py).
+REGISTRIES_GUARD = Path(tempfile.mkdtemp(prefix="netemu-tests-registries-")) / "registries.conf"
+REGISTRIES_GUARD.write_text("".join(
+    f'[[registry]]\nprefix = "{name}"\nlocation = "127.0.0.1:9"\ninsecure = true\n'
+    for name in ("docker.io", "quay.io", "ghcr.io", "gcr.io", "registry.k8s.io", "registry.gitlab.com")))
+os.environ["CONTAINERS_REGISTRIES_CONF"] = str(REGISTRIES_GUARD)
+atexit.register(shutil.rmtree, REGISTRIES_GUARD.parent, True)
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -6,6 +6,8 @@ Layout under the store root (default /var/lib/netemu/images):
     layers/sha256/<diff-id hex>/diff        one unpacked layer: an overlay lower directory
     layers/sha256/<diff-id hex>/meta.json   its size
     images/<quoted name>.json               one image: config digest, layers bottom to top, defaults
+    images/aliases/<quoted name>.json       another name of a pulled image: the short name the user wrote
+    .pull-<id>/                             a registry pull under way (registry.py): its OCI layout
     .lock                                   flock: imports share it, `rm` holds it alone
 
 A layer is named by its diff_id (the digest of its uncompressed tar, as the image config lists
@@ -30,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from netemu.errors import InputError
 from netemu.images.archive import Archive, Layer, Manifest, parse_config, read_manifests, verify_blob
@@ -57,10 +59,20 @@ class ImageInfo:
     size: int = 0  # bytes of regular files over all layers
     created: float = 0.0  # when it was imported
     source: str = ""
+    digest: str = ""  # a pulled image's manifest digest in its registry ("sha256:..."), else ""
 
     @property
     def short_id(self) -> str:
         return self.id.removeprefix("sha256:")[:12]
+
+
+@dataclass
+class Pulled:
+    """What a registry pull adds to an import: where the image came from, its manifest digest.
+    A pulled name may be replaced by newer content (the tag moved), unlike an imported one."""
+
+    source: str  # docker://quay.io/x/y:1, docker-daemon:...
+    digest: str = ""
 
 
 def _check_name(name: str, label: str) -> str:
@@ -97,6 +109,7 @@ class ImageStore:
         self.lib_dir = lib_dir  # netemu's directory that holds the store (LIB_DIR): private too
         self.layers_root = self.root / "layers" / "sha256"
         self.images_root = self.root / "images"
+        self.aliases_root = self.images_root / "aliases"
 
     def _private_dirs(self, *below: Path) -> None:
         """The store's root (and `below`), made or tightened to 0700 whatever the umask."""
@@ -123,14 +136,55 @@ class ImageStore:
             raise InputError(f"image record {path} is damaged ({e}): remove it and import the image again") from None
 
     def find_image(self, ref: str) -> ImageInfo | None:
-        """The image a reference names (`busybox` finds `busybox:latest`), or None."""
+        """The image a reference names (`busybox` finds `busybox:latest`), or None. An image's own
+        name wins over an alias: an imported `busybox:latest` over a pulled image's short name."""
         if not _NAME.fullmatch(ref):
             return None
         for name in _candidates(ref):
             path = self._record_path(name)
             if path.is_file():
                 return self._read(path)
+        for name in _candidates(ref):
+            target = self._alias_target(name)
+            if target is not None and self._record_path(target).is_file():
+                return self._read(self._record_path(target))
         return None
+
+    # aliases -----------------------------------------------------------------------------------
+    def _alias_path(self, alias: str) -> Path:
+        return self.aliases_root / (quote(alias, safe="") + ".json")
+
+    def _alias_target(self, alias: str) -> str | None:
+        try:
+            name = json.loads(self._alias_path(alias).read_text()).get("name")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return name if isinstance(name, str) else None
+
+    def add_alias(self, alias: str, name: str) -> None:
+        """`alias` finds image `name` from now on (the last pull of a short name wins). An alias
+        equal to an image's own name is not written: the name finds it already."""
+        if alias == name or not _NAME.fullmatch(alias) or self._alias_target(alias) == name:
+            return
+        self._private_dirs(self.images_root, self.aliases_root)
+        target = self._alias_path(alias)
+        files.write_file(target, json.dumps({"name": name}).encode(),
+                         tmp=target.with_name(f".tmp-{uuid.uuid4().hex}"))
+
+    def aliases(self, name: str) -> list[str]:
+        """The other names that find image `name`."""
+        if not self.aliases_root.is_dir():
+            return []
+        found = []
+        for path in self.aliases_root.glob("*.json"):
+            alias = unquote(path.name.removesuffix(".json"))
+            if self._alias_target(alias) == name:
+                found.append(alias)
+        return sorted(found)
+
+    def _drop_aliases(self, name: str) -> None:
+        for alias in self.aliases(name):
+            self._alias_path(alias).unlink(missing_ok=True)
 
     def get_image(self, ref: str) -> ImageInfo:
         info = self.find_image(ref)
@@ -169,15 +223,37 @@ class ImageStore:
             archive.close()
 
     def _import_all(self, archive: Archive, todo: list[tuple[Manifest, str]], cap: int,
-                    say: Progress) -> list[ImageInfo]:
+                    say: Progress, pulled: Pulled | None = None) -> list[ImageInfo]:
         made: list[str] = []  # the layers this import unpacked
         try:
             with self._lock(exclusive=False):
-                return [self._import_one(archive, manifest, name, say, Budget(name, cap, self.root), made)
+                return [self._import_one(archive, manifest, name, say, Budget(name, cap, self.root), made, pulled)
                         for manifest, name in todo]
         except BaseException:
             self._forget(made)
             raise
+
+    def import_pulled(self, layout: Path, name: str, pulled: Pulled, progress: Progress | None = None,
+                      max_bytes: int | None = None) -> ImageInfo:
+        """Import the one image of an OCI layout that a pull wrote, under `name`; the digests of
+        its manifest, config and every blob unpacked are checked, as for `image import`."""
+        _check_name(name, "pulled image")
+        cap = max_image_bytes() if max_bytes is None else max_bytes
+        archive = Archive(Path(layout))
+        archive.label = pulled.source  # messages name the reference, not the temporary layout
+        try:
+            manifests = read_manifests(archive)
+            if len(manifests) != 1:
+                raise archive.bad(f"the pull wrote {len(manifests)} images, expected 1")
+            return self._import_all(archive, [(manifests[0], name)], cap, progress or (lambda _msg: None),
+                                    pulled)[0]
+        finally:
+            archive.close()
+
+    def pull_dir(self) -> contextlib.AbstractContextManager[Path]:
+        """A private working directory for one pull, under the store (on its filesystem, never
+        the machine's /tmp), removed afterwards; one a killed pull left is swept by `rm`."""
+        return _pull_dir(self)
 
     def _forget(self, diff_ids: list[str]) -> None:
         """The layers a failed import made that no image uses. Under the exclusive lock every
@@ -204,10 +280,11 @@ class ImageStore:
         return [_check_name(n, f"{path} (use --name)") for n in names]
 
     def _import_one(self, archive: Archive, manifest: Manifest, name: str, say: Progress, budget: Budget,
-                    made: list[str]) -> ImageInfo:
+                    made: list[str], pulled: Pulled | None = None) -> ImageInfo:
         diff_ids, defaults = parse_config(archive, manifest)
         existing = self.find_image(name)
-        if existing is not None and existing.name == name and existing.id != manifest.config_digest:
+        moved = existing is not None and existing.name == name and existing.id != manifest.config_digest
+        if moved and pulled is None:
             raise archive.bad(f"an image named '{name}' with other content exists: "
                               f"`netemu image rm {name}` first, or choose another --name")
         size = 0
@@ -216,9 +293,20 @@ class ImageStore:
             size += self._ensure_layer(archive, layer, diff_id, budget, made)
             say(f"{name}: {budget.layer} ready")
         info = ImageInfo(name=name, id=manifest.config_digest, layers=diff_ids, size=size, created=time.time(),
-                         source=str(Path(archive.label).resolve()), **defaults)
+                         source=pulled.source if pulled else str(Path(archive.label).resolve()),
+                         digest=pulled.digest if pulled else "", **defaults)
+        if moved and existing is not None:
+            self._keep_previous(existing)
         self._write_record(info)
         return info
+
+    def _keep_previous(self, old: ImageInfo) -> None:
+        """A pull that moves a tag keeps the image it replaces under `repository@digest` (Docker
+        keeps it untagged): labs started before the pull may still run on its layers."""
+        repository = re.sub(r"(:[\w][\w.-]*)?(@sha256:[0-9a-f]{64})?$", "", old.name)
+        keep = f"{repository}@{old.digest}" if old.digest else f"{old.name}-{old.short_id}"
+        if _NAME.fullmatch(keep) and not self._record_path(keep).exists():
+            self._write_record(ImageInfo(**{**asdict(old), "name": keep}))
 
     def _ensure_layer(self, archive: Archive, layer: Layer, diff_id: str, budget: Budget,
                       made: list[str]) -> int:
@@ -264,6 +352,7 @@ class ImageStore:
                 raise InputError(f"image '{info.name}' is used by lab {', '.join(users)}: "
                                  f"`netemu down {users[0]}` first")
             self._record_path(info.name).unlink()
+            self._drop_aliases(info.name)
             kept = {d for other in self.list_images() for d in other.layers}
             freed = [d for d in dict.fromkeys(info.layers) if d not in kept]
             for diff_id in freed:
@@ -280,14 +369,18 @@ class ImageStore:
         shutil.rmtree(trash)
 
     def _sweep(self) -> None:
-        """Leftovers of imports that were killed: under the exclusive lock no import runs."""
-        for directory in (self.layers_root, self.images_root):
+        """Leftovers of imports that were killed: under the exclusive lock no import runs. A pull
+        downloads without the lock, so its directory goes only once its own flock is free."""
+        for directory in (self.layers_root, self.images_root, self.aliases_root):
             if directory.is_dir():
                 for entry in directory.glob(".t*-*"):
                     if entry.is_dir() and not entry.is_symlink():
                         shutil.rmtree(entry, ignore_errors=True)
                     else:
                         entry.unlink(missing_ok=True)
+        for entry in self.root.glob(".pull-*"):
+            if entry.is_dir() and not entry.is_symlink() and _abandoned(entry):
+                shutil.rmtree(entry, ignore_errors=True)
 
     @contextlib.contextmanager
     def _lock(self, exclusive: bool) -> Iterator[None]:
@@ -298,6 +391,28 @@ class ImageStore:
             yield
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def _pull_dir(store: ImageStore) -> Iterator[Path]:
+    store._private_dirs()
+    work = files.private_dir(store.root / f".pull-{uuid.uuid4().hex[:12]}", exist_ok=False)
+    fd = os.open(work / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while the pull runs: see _abandoned
+        yield work
+    finally:
+        os.close(fd)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _abandoned(work: Path) -> bool:
+    """Whether no pull holds this directory's lock any more (its process was killed)."""
+    try:
+        fd = os.open(work / ".lock", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return True
+    return not files.lock_held(fd, exclusive=True)
 
 
 def _rename_unless_there(tmp: Path, final: Path) -> bool:

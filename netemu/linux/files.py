@@ -9,6 +9,7 @@ it is next used."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -93,3 +94,16 @@ def rename_noreplace(source: Path, target: Path) -> None:
     if code == errno.EEXIST:
         raise FileExistsError(code, os.strerror(code), str(target))
     raise OSError(code, os.strerror(code), str(source))
+
+
+def lock_held(fd: int, exclusive: bool = False) -> bool:
+    """Whether another open file holds a lock on `fd`'s file that ours (shared or exclusive)
+    cannot get now; closes `fd`. A lock dies with its process, so this tells a live holder
+    from one that was killed."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)

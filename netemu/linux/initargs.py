@@ -80,6 +80,11 @@ OPTIONS = (
            max_len=10),
     Option("--net", "net", Value.TEXT, (RUN,),
            "new: a network namespace of its own (the default); host: the machine's; a path: that one, joined"),
+    Option("--ipc", "ipc", Value.TEXT, (RUN,),
+           "new: an IPC namespace of its own (the default); host: the machine's; a path: that one, joined"),
+    Option("--pid", "pid_ns", Value.TEXT, (RUN,),
+           "new: a PID namespace of its own (the default); host: the machine's; a path: that one, joined "
+           "(PID 1 is then a subreaper, not the namespace's init)"),
     Option("--upper", "upper", Value.TEXT, (RUN,), "the overlay's writable layer", required=True),
     Option("--work", "work", Value.TEXT, (RUN,), "the overlay's work directory", required=True),
     Option("--merged", "merged", Value.TEXT, (RUN,), "the overlay's mount point", required=True),
@@ -110,6 +115,9 @@ OPTIONS = (
     Option("--seccomp", "seccomp", Value.HEX, _BOTH, "the seccomp filter, struct sock_filter[] bytes",
            max_len=2 * 8 * BPF_MAXINSNS),
     Option("--tty", "tty", Value.FLAG, (EXEC,), "CMD gets a pseudo-terminal made inside the host"),
+    Option("--start-time", "start_time", Value.TEXT, (EXEC,),
+           "PID's start time (clock ticks after boot, field 22 of /proc/PID/stat): a process that took "
+           "the PID of the host's PID 1 since is refused", max_len=20),
 )  # fmt: skip
 
 # The status line on --status-fd: "ok PID" (PID 1 of the host, as the machine numbers it), or
@@ -214,6 +222,8 @@ class Run(Invocation, Confined):
     work: str
     merged: str
     net: str | None = None  # netemu-init's default: new
+    ipc: str | None = None  # new
+    pid_ns: str | None = None  # new (not `pid`: exec's operand is)
     hostname: str | None = None
     hides: list[str] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
@@ -242,6 +252,7 @@ class Exec(Invocation, Confined):
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     tty: bool = False
+    start_time: str | None = None  # decimal; None: not checked
 
     def operand(self) -> str:
         return str(self.pid)

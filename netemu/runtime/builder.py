@@ -16,7 +16,8 @@ from netemu.progress import Step
 from netemu.runtime import execution, firewall, hostsettings, links, nodes, paths, state, uplinks
 from netemu.runtime.impair import Shaping
 from netemu.runtime.records import LabRecord, LinkRecord, NetworkRecord, NodeRecord
-from netemu.topology.model import Link, Node, Topology
+from netemu.runtime.sharing import other_lab_netns
+from netemu.topology.model import CONTAINER, OTHER_LAB, Link, Node, Topology
 
 Progress = Callable[[str], None]
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -84,28 +85,31 @@ class Builder:
 
     # hosts ---------------------------------------------------------------------------------
     def _start_nodes(self) -> None:
-        own_net = [n for n in self.targets if not n.network.startswith("container:")]
-        shared = [n for n in self.targets if n.network.startswith("container:")]
-        self._launch(own_net)
-        # container:<other> hosts join a namespace that must exist first; chains resolve in rounds.
-        while shared:
-            ready = [n for n in shared if n.network.split(":", 1)[1] in self.running]
+        # A host with `network:`, `ipc:` or `pid: container:<other>` joins namespaces of a host
+        # that must run first: every round starts the hosts whose others all run (the loader
+        # refused loops; a restart's others run already, nodectl checked it).
+        waiting = {n.name: n for n in self.targets}
+        while waiting:
+            ready = [n for n in waiting.values() if all(other in self.running for _, other in n.shares())]
             if not ready:
-                raise InputError("network: container:<node> references form a cycle: "
-                                 + ", ".join(n.name for n in shared))
+                raise InputError("container:<node> references form a cycle or name a stopped node: "
+                                 + ", ".join(waiting))
             self._launch(ready)
-            shared = [n for n in shared if n not in ready]
+            for node in ready:
+                del waiting[node.name]
         self.say(f"{len(self.targets)} hosts started")
 
     def _launch(self, batch: list[Node]) -> None:
         # Everything that can refuse a node (a missing bind source, say) is done for all of them
         # before the first process starts: a process still joining its cgroups when the rollback
         # runs could be missed by it.
-        prepared = [(node, *nodes.prepare(self.topo, node, self.lab_hosts), *self._net_of(node)) for node in batch]
+        prepared = [(node, nodes.prepare(self.topo, node, self.lab_hosts), *self._net_of(node)) for node in batch]
         launches: list[tuple[nodes.Launch, int | None]] = []
         try:
-            for node, group, layers, net, netns_pid in prepared:
-                launches.append((nodes.Launch(self.init, self.topo, node, group, layers, net), netns_pid))
+            for node, ready, net, netns_pid in prepared:
+                launch = nodes.Launch(self.init, self.topo, node, ready, net,
+                                      ipc=self._joined(node, "ipc"), pid_ns=self._joined(node, "pid"))
+                launches.append((launch, netns_pid))
             errors: list[NetemuError] = []
             for launch, netns_pid in launches:
                 try:  # collect every outcome, so no launch is left unread
@@ -135,6 +139,8 @@ class Builder:
         """netemu-init's --net value, and whose namespace the host ends up in (-1: its own)."""
         if node.network == "host":
             return "host", None
+        if node.network.startswith(OTHER_LAB):
+            return other_lab_netns(node.network)
         if node.network.startswith("container:"):
             owner = self.running[node.network.split(":", 1)[1]]
             if owner.netns_pid is None:
@@ -142,11 +148,22 @@ class Builder:
             return f"/proc/{owner.netns_pid}/ns/net", owner.netns_pid
         return "new", -1
 
+    def _joined(self, node: Node, kind: str) -> str | None:
+        """netemu-init's --ipc or --pid value: None for a namespace of the host's own, `host` for
+        the machine's, or the namespace file of the host it shares with. That host's PID 1 is in
+        the namespace it has (its own, or one it joined in turn), so one hop follows a chain."""
+        mode = getattr(node, kind)
+        if mode == "host":
+            return "host"
+        if mode.startswith(CONTAINER):
+            return f"/proc/{self.running[mode.removeprefix(CONTAINER)].pid}/ns/{kind}"
+        return None
+
     def _configure_namespaces(self) -> None:
         done: set[int] = set()
         for node in self.targets:
             pid = self.running[node.name].netns_pid
-            if pid is not None and pid not in done:
+            if pid is not None and pid not in done and not node.network.startswith(OTHER_LAB):  # not ours
                 sysctl.write_in(pid, NETNS_DEFAULT_SYSCTLS)
                 done.add(pid)
             if node.sysctls:
@@ -315,7 +332,7 @@ class Builder:
     # programs ------------------------------------------------------------------------------
     def _start_commands(self) -> None:
         for node in self.targets:
-            if nodes.command(node):  # the node's cmd, or its image's Entrypoint/Cmd
+            if not node.idle and nodes.command(node):  # the node's cmd, or its image's Entrypoint/Cmd
                 os.kill(self.running[node.name].pid, signal.SIGUSR1)
 
     def _run_exec_commands(self) -> None:
@@ -336,3 +353,4 @@ def _tag(sock: netlink.Socket, tags: list[tuple[str, str]]) -> None:
     with netlink.Batch(sock) as batch:
         for name, alias in tags:
             batch.set_alias(name, alias)
+

@@ -17,7 +17,8 @@ from typing import Any
 from netemu.errors import InputError
 from netemu.linux import capabilities, devices, initargs, seccomp
 from netemu.runtime.records import ConfinementRecord
-from netemu.topology.model import Node, Topology
+from netemu.runtime.sharing import other_lab_netns
+from netemu.topology.model import OTHER_LAB, Node, Topology
 
 # Docker's masked paths: kernel state a container has no business reading (memory, keys,
 # timers, scheduler internals, firmware tables).
@@ -71,7 +72,10 @@ def of(topo: Topology, node: Node) -> Confinement:
 
 
 def on_machine_network(topo: Topology, node: Node) -> bool:
-    """`network: host`, or `container:X` where X (or the node X shares with, and so on) is."""
+    """`network: host`, or `container:X` where X (or the node X shares with, and so on) is, or
+    the node of another lab (`lab:LAB/NODE`) whose record says it has the machine's."""
+    if node.network.startswith(OTHER_LAB):
+        return other_lab_netns(node.network)[1] is None
     seen: set[str] = set()
     while node.network.startswith("container:") and node.name not in seen:
         seen.add(node.name)

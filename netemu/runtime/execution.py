@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+from types import FrameType
 from typing import NoReturn
 
 from netemu.errors import LabError
@@ -27,9 +29,12 @@ def helper_argv(record: LabRecord, node: str, argv: list[str], env: dict[str, st
                 "HOSTNAME": info.extra.hostname or node}
     full_env.update(info.extra.env)  # the node's `env`, as for its cmd
     full_env.update(env or {})
+    # --start-time: netemu-init refuses the pid if it now names another process (a host that
+    # sees others' processes, `pid: host`, could kill a PID 1 and race to take its number).
     return initargs.Exec(
         pid=pid, command=argv, cgroups=[str(f) for f in Cgroup(info.cgroup).procs_files()], env=full_env,
-        cwd=cwd or None, tty=tty, **confinement.from_record(info.extra.confinement),
+        cwd=cwd or None, tty=tty, start_time=str(info.start_time) if info.start_time is not None else None,
+        **confinement.from_record(info.extra.confinement),
     ).argv(init_binary())
 
 
@@ -47,3 +52,26 @@ def replace_process(record: LabRecord, node: str, argv: list[str], env: dict[str
     `docker exec -t` does."""
     args = helper_argv(record, node, argv, env, tty=tty)
     os.execve(args[0], args, {})  # the command's environment is --env; the caller's stays out
+
+
+def run_attached(record: LabRecord, node: str, argv: list[str], env: dict[str, str] | None = None,
+                 tty: bool = False, stdin: bool = True, cwd: str | None = None) -> int:
+    """For `netemu run`: the command in the foreground, on the caller's terminal (a
+    pseudo-terminal inside the host with `tty`), and its exit status, 128+N for signal N as
+    Docker reports it. Unlike replace_process, netemu is still there afterwards to stop or
+    remove the host. SIGTERM and SIGHUP sent to netemu are passed on to the command; Ctrl-C
+    reaches the command from the terminal, so netemu itself ignores it while it waits."""
+    args = helper_argv(record, node, argv, env, cwd=cwd, tty=tty)
+    child = subprocess.Popen(args, env={}, stdin=None if stdin else subprocess.DEVNULL)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGINT, signal.SIG_IGN), (signal.SIGTERM, forward), (signal.SIGHUP, forward))}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code

@@ -11,15 +11,45 @@ from netemu.linux.cgroups import Cgroup
 from netemu.linux.initbin import init_binary
 from netemu.runtime import paths, state
 from netemu.runtime.builder import Builder, Progress
-from netemu.runtime.records import LabRecord
+from netemu.runtime.records import LabRecord, NodeRecord
+
+# What a node lends, in messages: "node a lends its network to b".
+_LENT = {"network": "its network", "ipc": "its IPC namespace", "pid": "its PID namespace"}
 
 
 def _check_node(record: LabRecord, node: str) -> None:
     if node not in record.nodes:
         raise InputError(f"lab '{record.name}' has no node '{node}' (nodes: {', '.join(record.nodes)})")
-    sharing = [n for n, info in record.nodes.items() if info.extra.network == f"container:{node}"]
-    if sharing:
-        raise InputError(f"node {node} lends its network to {', '.join(sharing)}: stop those first")
+
+
+def _shares_of(info: NodeRecord) -> list[tuple[str, str]]:
+    """(kind, node) for each namespace a node took from another node (`container:<node>`)."""
+    modes = (("network", info.extra.network), ("ipc", info.extra.ipc), ("pid", info.extra.pid))
+    return [(kind, mode.removeprefix("container:")) for kind, mode in modes if mode.startswith("container:")]
+
+
+def _check_no_borrowers(record: LabRecord, node: str) -> None:
+    """A node may not stop while a running node uses one of its namespaces: the borrower would
+    be left on a network namespace that is gone, or killed with the PID namespace (the kernel
+    kills every process of a PID namespace whose init exits), and a later start of the lender
+    makes new namespaces the borrower is not in. Stopped borrowers join the new ones at their
+    own start."""
+    lent: dict[str, list[str]] = {}  # borrower: what it took
+    for name, info in record.nodes.items():
+        kinds = [_LENT[kind] for kind, owner in _shares_of(info) if owner == node]
+        if kinds and info.alive:
+            lent[name] = kinds
+    if lent:
+        what = ", ".join(f"{' and '.join(kinds)} to {name}" for name, kinds in lent.items())
+        raise InputError(f"node {node} lends {what}: stop those first")
+
+
+def _check_lenders(record: LabRecord, node: str) -> None:
+    """A node starts in the namespaces of the nodes it shares with: they must run (the record's
+    PID with its start time, so a PID the kernel gave to another process is not joined)."""
+    stopped = sorted({owner for _, owner in _shares_of(record.nodes[node]) if not record.nodes[owner].alive})
+    if stopped:
+        raise InputError(f"node {node} shares namespaces of {', '.join(stopped)}, not running: start those first")
 
 
 def stop(lab: str, node: str) -> None:
@@ -27,6 +57,7 @@ def stop(lab: str, node: str) -> None:
     with state.locked(lab):
         record = _record(lab)
         _check_node(record, node)
+        _check_no_borrowers(record, node)
         info = record.nodes[node]
         group = Cgroup(info.cgroup)
         if info.pid:
@@ -82,6 +113,7 @@ def start(lab: str, node: str, progress: Progress | None = None) -> None:
         _check_node(record, node)
         if record.nodes[node].pid:
             raise InputError(f"node {node} is running (netemu node {lab} {node} restart)")
+        _check_lenders(record, node)
         topo = state.load_topology(lab)
         if topo is None:
             raise LabError(f"lab '{lab}' has no saved topology: it was made by an older netemu")

@@ -10,6 +10,7 @@ import os
 import select
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from netemu import images
@@ -112,8 +113,18 @@ def prepare_lab(topo: Topology) -> None:
     mounts.mount_tmpfs(paths.layers_dir(topo.name))
 
 
-def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> tuple[Cgroup, rootfs.LayerDirs]:
-    """The host's cgroup (with its limits) and its writable layer with /etc files injected."""
+@dataclass
+class Prepared:
+    """What a host gets before its netemu-init starts: decided once, used by the launch."""
+
+    group: Cgroup
+    layers: rootfs.LayerDirs
+    confinement: confinement.Confinement
+
+
+def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> Prepared:
+    """The host's cgroup (with its limits), its writable layer with /etc files injected, and
+    its confinement (computed once: it may read another lab's record, which can change)."""
     conf = confinement.of(topo, node)
     for bind in node.binds:
         confinement.check_bind_source(node, bind.source, f"{topo.path}:{node.line}: ")
@@ -131,7 +142,7 @@ def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> tup
     for bind in node.binds:
         if not Path(bind.source).exists():
             raise InputError(f"node {node.name}: bind source {bind.source} does not exist")
-    return group, layers
+    return Prepared(group, layers, conf)
 
 
 def inject_etc(layers: rootfs.LayerDirs, files: dict[str, str]) -> None:
@@ -166,26 +177,28 @@ def restrict_devices(group: Cgroup, rules: list[devices.Rule]) -> None:
 class Launch:
     """One netemu-init being started; `result()` waits for its report."""
 
-    def __init__(self, init: Path, topo: Topology, node: Node, group: Cgroup, layers: rootfs.LayerDirs,
-                 net: str) -> None:
+    def __init__(self, init: Path, topo: Topology, node: Node, prepared: Prepared, net: str, *,
+                 ipc: str | None = None, pid_ns: str | None = None) -> None:
+        """`net`, `ipc` and `pid_ns` are netemu-init's --net, --ipc and --pid (None: its own)."""
         self.node = node
-        self.group = group
-        self.layers = layers
+        self.group = group = prepared.group
+        self.layers = layers = prepared.layers
         self.console = layers.base / "console.log"
         lowers = lower_layers(node, topo)  # first: a missing image claims nothing
-        self.confinement = confinement.of(topo, node)
+        self.confinement = prepared.confinement
         image = image_of(node)
         self.userns = userns.claim(topo.name, node.name) if node.userns else None
         if self.userns is not None:  # root inside is this range's first id outside
             userns.own_layer(layers.upper, self.userns)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         argv = initargs.Run(
-            status_fd=write_fd, net=net, upper=str(layers.upper), work=str(layers.work),
+            status_fd=write_fd, net=net, ipc=ipc, pid_ns=pid_ns, upper=str(layers.upper), work=str(layers.work),
             merged=str(layers.merged), hostname=node.hostname or node.name, hides=[str(paths.LIB_DIR)],
             cgroups=[str(f) for f in group.procs_files()], lowers=lowers,
             binds=[initargs.bind(b.source, b.target, b.readonly) for b in node.binds], env=base_env(node),
             cwd=image.working_dir if image is not None and image.working_dir else None,
-            userns=self.userns.arg() if self.userns is not None else None, command=command(node) or [],
+            userns=self.userns.arg() if self.userns is not None else None,
+            command=[] if node.idle else command(node) or [],
             **confinement.run_options(node, self.confinement),
         ).argv(init)
         with open(layers.open_console(), "ab") as log:
@@ -245,7 +258,7 @@ def running(launch: Launch, pid: int, netns_pid: int | None) -> NodeRecord:
     limits = LimitsRecord(cpus=node.limits.cpus, memory=node.limits.memory, pids=node.limits.pids)
     extra = NodeExtra(env=node_env(node), image=node.image, network=node.network, hostname=node.hostname or node.name,
                       limits=limits, confinement=launch.confinement.record(),
-                      userns=launch.userns.arg() if launch.userns else None)
+                      userns=launch.userns.arg() if launch.userns else None, ipc=node.ipc, pid=node.pid)
     return NodeRecord(name=node.name, pid=pid, start_time=procs.start_time(pid), netns_pid=netns_pid,
                       cgroup=launch.group.relpath, layers=str(launch.layers.base), console=str(launch.console),
                       extra=extra)

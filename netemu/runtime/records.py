@@ -65,6 +65,8 @@ class NodeExtra:
     limits: LimitsRecord = field(default_factory=LimitsRecord)
     confinement: ConfinementRecord | None = None  # None: a lab made before confinement
     userns: str | None = None  # "base:count", netemu-init's --userns
+    ipc: str = "shareable"  # the node's `ipc:` (container:<node>: it depends on that node)
+    pid: str = "private"  # the node's `pid:`
 
     def to_json(self) -> Json:
         data: Json = {"env": dict(self.env), "image": self.image, "network": self.network,
@@ -73,6 +75,10 @@ class NodeExtra:
             data["confinement"] = self.confinement.to_json()
         if self.userns is not None:
             data["userns"] = self.userns
+        # Written only when not the default, so a record of a node that shares nothing stays as it was.
+        for key, default in (("ipc", "shareable"), ("pid", "private")):
+            if getattr(self, key) != default:
+                data[key] = getattr(self, key)
         return data
 
     @classmethod
@@ -82,7 +88,8 @@ class NodeExtra:
                    image=str(data.get("image", "")), network=str(data.get("network", "none")),
                    hostname=str(data.get("hostname", "")), limits=LimitsRecord.from_json(data.get("limits") or {}),
                    confinement=ConfinementRecord.from_json(conf) if isinstance(conf, dict) else None,
-                   userns=data.get("userns"))
+                   userns=data.get("userns"), ipc=str(data.get("ipc", "shareable")),
+                   pid=str(data.get("pid", "private")))
 
 
 @dataclass

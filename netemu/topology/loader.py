@@ -6,15 +6,18 @@ Every problem raises `TopologyError(file, line, key_path, reason)`; the first pr
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from difflib import get_close_matches
 from pathlib import Path
+from typing import NoReturn
 
 from netemu.errors import TopologyError
 from netemu.topology import _values as values
 from netemu.topology._links import parse_links
 from netemu.topology._tree import Invalid, Item, parse
 from netemu.topology.model import (
+    CONTAINER,
+    SHARED_KINDS,
     Bind,
     Check,
     IPInterface,
@@ -30,12 +33,18 @@ from netemu.topology.model import (
 MAX_FILE_BYTES = 4 << 20  # a topology is a few KiB; refuse to feed a huge file to the YAML parser
 TOP_KEYS = ("name", "defaults", "nodes", "networks", "links", "checks")
 NODE_KEYS = (
-    "image", "hostname", "dns", "dns_search", "extra_hosts", "env", "network",
+    "image", "hostname", "dns", "dns_search", "extra_hosts", "env", "network", "ipc", "pid",
     "limits", "userns", "sysctls", "routes", "binds", "cmd", "exec", "ports",
     "privileged", "cap_add", "cap_drop", "devices", "read_only",
 )  # fmt: skip
 DEEP_MERGED = ("limits", "env", "sysctls", "extra_hosts")  # defaults merge into these key by key
 NETWORK_MODES = ("none", "bridge", "host")  # or container:<node>
+# Docker's --ipc and --pid modes, or container:<node>. Absent, a node's IPC namespace is its own
+# and other nodes may join it (Docker's `shareable`); `private` lets none join it.
+IPC_MODES = ("shareable", "private", "host")
+PID_MODES = ("private", "host")
+IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")  # they belong to the IPC namespace
+NAMESPACE_WORDS = {"network": "network", "ipc": "IPC namespace", "pid": "PID namespace"}
 NETWORK_KEYS = ("subnet", "gateway", "nat", "uplink", "mtu", "driver", "bridge")
 EXPECTS = ("reachable", "unreachable", "refused")
 PROTOS = ("icmp", "tcp", "udp")
@@ -103,9 +112,16 @@ def _nodes(item: Item, defaults_item: Item | None) -> dict[str, Node]:
         own = _present(entry.mapping(NODE_KEYS)) if _given(entry) else {}
         fields_of[name] = _merge(defaults, own)
         nodes[name] = _node(name, entry, fields_of[name])
-    settled: set[str] = set()
+    where = {name: {kind: fields.get(kind, entries[name]) for kind in SHARED_KINDS}
+             for name, fields in fields_of.items()}  # the item an error about a shared namespace names
+    for kind in SHARED_KINDS:
+        settled: set[str] = set()
+        for name in nodes:
+            _check_shared_namespace(nodes, name, kind, where[name][kind], settled)
+    _check_start_order(nodes, where)
     for name, fields in fields_of.items():
-        _check_shared_namespace(nodes, name, fields.get("network", entries[name]), settled)
+        _check_ipc_pid_sharing(nodes, nodes[name], where[name])
+        _check_machine_ipc(nodes, nodes[name], fields)
     _check_published_ports(nodes, fields_of)
     return nodes
 
@@ -191,25 +207,102 @@ def _check_host_network(node: Node, fields: dict[str, Item]) -> None:
             fields["sysctls"].value[key].fail(f"sysctl '{key}' with network: host would change the machine")
 
 
-def _check_shared_namespace(nodes: dict[str, Node], name: str, where: Item, settled: set[str]) -> None:
-    """container:<node> must name another node, and following the chain must not loop. `settled`
-    holds the nodes whose chains are already known to end well, so a chain of n nodes costs O(n)
-    in all rather than O(n^3)."""
+def _check_shared_namespace(nodes: dict[str, Node], name: str, kind: str, where: Item, settled: set[str]) -> None:
+    """KIND: container:<node> must name another node, and following the chain of KIND must not
+    loop. `settled` holds the nodes whose chains of KIND are already known to end well, so a
+    chain of n nodes costs O(n) in all rather than O(n^3)."""
     chain = [name]
     seen = {name}
-    current = nodes[name].network
-    while current.startswith("container:") and chain[-1] not in settled:
-        target = current.removeprefix("container:")
+    current = getattr(nodes[name], kind)
+    while current.startswith(CONTAINER) and chain[-1] not in settled:
+        target = current.removeprefix(CONTAINER)
         if target not in nodes:
-            where.fail(f"network: container:{target} names an unknown node{_suggest(target, nodes)}")
+            where.fail(f"{kind}: container:{target} names an unknown node{_suggest(target, nodes)}")
         if target == name and len(chain) == 1:
-            where.fail("network: container:<node> must name another node")
+            where.fail(f"{kind}: container:<node> must name another node")
         if target in seen:
-            where.fail(f"network: {nodes[name].network} makes a loop ({' -> '.join([*chain, target])})")
+            where.fail(f"{kind}: {getattr(nodes[name], kind)} makes a loop ({' -> '.join([*chain, target])})")
         chain.append(target)
         seen.add(target)
-        current = nodes[target].network
+        current = getattr(nodes[target], kind)
     settled.update(chain)
+
+
+def _check_start_order(nodes: dict[str, Node], where: dict[str, dict[str, Item]]) -> None:
+    """A node starts after every node it shares a namespace with, so the `container:` keys of
+    all three kinds together must not loop (a: network: container:b, b: pid: container:a). One
+    depth-first walk, without recursion: a chain of a thousand nodes is fine."""
+    done: set[str] = set()
+    for root in nodes:
+        if root in done:
+            continue
+        path: list[tuple[str, Iterator[tuple[str, str]]]] = [(root, iter(nodes[root].shares()))]
+        steps: list[tuple[str, str, str]] = []  # (node, kind, target) along `path`
+        on_path = {root}
+        while path:
+            name, todo = path[-1]
+            step = next(todo, None)
+            if step is None:  # every node reachable from `name` starts well
+                done.add(name)
+                on_path.discard(name)
+                path.pop()
+                if steps:
+                    steps.pop()
+                continue
+            kind, target = step
+            if target in on_path:
+                _start_order_loop(where, [*steps, (name, kind, target)], target)
+            if target not in done:
+                steps.append((name, kind, target))
+                path.append((target, iter(nodes[target].shares())))
+                on_path.add(target)
+
+
+def _start_order_loop(where: dict[str, dict[str, Item]], steps: list[tuple[str, str, str]], start: str) -> NoReturn:
+    """Report a loop of `container:` keys at the key that leaves its first node."""
+    loop = steps[next(i for i, (name, _, _) in enumerate(steps) if name == start):]
+    first_node, first_kind, first_target = loop[0]
+    chain = ", ".join(f"{name} -> {target} ({kind})" for name, kind, target in loop)
+    where[first_node][first_kind].fail(f"{first_kind}: container:{first_target} makes a start-order loop with "
+                                       f"the other container: keys ({chain})")
+
+
+def _check_ipc_pid_sharing(nodes: dict[str, Node], node: Node, where: dict[str, Item]) -> None:
+    """What the kernel or netemu's safety rules refuse in `ipc:` and `pid:` (docs/file-format.md,
+    "Shared IPC and PID namespaces"). Docker shares these namespaces only inside one user
+    namespace; netemu gives every `userns: true` node a user namespace of its own, so only two
+    nodes without one may share (and `host` is the machine's, outside every node's)."""
+    for kind in ("ipc", "pid"):
+        mode = getattr(node, kind)
+        if mode == "host" and node.userns:
+            where[kind].fail(f"{kind}: host cannot be used with userns: true: the machine's "
+                             f"{NAMESPACE_WORDS[kind]} is outside the node's user namespace")
+        if not mode.startswith(CONTAINER):
+            continue
+        target = nodes[mode.removeprefix(CONTAINER)]
+        if node.userns or target.userns:
+            who = f"node '{node.name}'" if node.userns else f"node '{target.name}'"
+            where[kind].fail(f"{kind}: {mode} needs both nodes in one user namespace, but {who} has userns: true "
+                             "(a user namespace of its own)")
+        if kind == "ipc" and target.ipc == "private":
+            where[kind].fail(f"ipc: {mode}: node '{target.name}' has ipc: private, which no other node may join "
+                             "(leave ipc out there, or make it shareable)")
+
+
+def _check_machine_ipc(nodes: dict[str, Node], node: Node, fields: dict[str, Item]) -> None:
+    """IPC sysctls (kernel.shm*, kernel.msg*, kernel.sem*, fs.mqueue.*) set in the machine's IPC
+    namespace would change the machine: refused on `ipc: host`, and on a chain of
+    `ipc: container:` that ends at such a node."""
+    keys = [key for key in node.sysctls if key.startswith(IPC_SYSCTLS)]
+    if not keys:
+        return
+    owner = node
+    while owner.ipc.startswith(CONTAINER):  # chains are known to end (_check_shared_namespace)
+        owner = nodes[owner.ipc.removeprefix(CONTAINER)]
+    if owner.ipc == "host":
+        through = "" if owner is node else f" (through node '{owner.name}')"
+        fields["sysctls"].value[keys[0]].fail(f"sysctl '{keys[0]}' with ipc: {node.ipc}{through} would change "
+                                              "the machine")
 
 
 def _check_published_ports(nodes: dict[str, Node], fields_of: dict[str, dict[str, Item]]) -> None:
@@ -279,6 +372,19 @@ def _network_mode(item: Item) -> str:
     item.fail(f"invalid network '{mode}': expected none, bridge, host or container:<node>")
 
 
+def _namespace_mode(kind: str, modes: tuple[str, ...]) -> Callable[[Item], str]:
+    """The parser of `ipc:` or `pid:`: one of `modes`, or container:<node> (checked later, once
+    every node is known)."""
+
+    def parse(item: Item) -> str:
+        mode = _string(item)
+        if mode in modes or (mode.startswith(CONTAINER) and mode != CONTAINER):
+            return mode
+        item.fail(f"invalid {kind} '{mode}': expected {', '.join(modes)} or container:<node>")
+
+    return parse
+
+
 def _limits(item: Item) -> Limits:
     fields = _present(item.mapping(("cpus", "memory", "pids")))
     cpus = fields["cpus"].convert(values.cpus, typed=True) if "cpus" in fields else None
@@ -319,6 +425,8 @@ _NODE_PARSERS = {
     ),
     "env": lambda item: _keyed(item, values.env_name, _scalar_text),
     "network": _network_mode,
+    "ipc": _namespace_mode("ipc", IPC_MODES),
+    "pid": _namespace_mode("pid", PID_MODES),
     "limits": _limits,
     "userns": Item.boolean,
     "sysctls": lambda item: _keyed(item, values.sysctl_name, _scalar_text),

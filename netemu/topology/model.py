@@ -10,6 +10,14 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# The namespaces a node may take from another node (`KIND: container:<node>`), in the order
+# netemu-init joins them. Each such node starts after the node it names.
+SHARED_KINDS = ("network", "ipc", "pid")
+CONTAINER = "container:"
+# `network: lab:LAB/NODE`: the network namespace of a node of another running lab. Never written
+# in a file (the loader refuses it): only `netemu run --network container:NAME` makes it.
+OTHER_LAB = "lab:"
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -51,6 +59,8 @@ class Node:
     extra_hosts: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     network: str = "none"  # none | bridge | host | container:<node>
+    ipc: str = "shareable"  # its own, others may join | private: no joiners | host | container:<node>
+    pid: str = "private"  # private (its own) | host | container:<node>
     limits: Limits = field(default_factory=Limits)
     userns: bool = False
     sysctls: dict[str, str] = field(default_factory=dict)
@@ -64,7 +74,14 @@ class Node:
     cap_drop: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)  # device nodes of the machine, e.g. /dev/net/tun
     read_only: bool = False  # the root filesystem mounted read-only
+    idle: bool = False  # no main program, not even the image's: `netemu run` attaches one itself
     line: int | None = None  # where the node is defined, for later error messages
+
+    def shares(self) -> list[tuple[str, str]]:
+        """(kind, node) for each namespace this node joins from another node: it must start
+        after that node, and that node may not stop while this one runs."""
+        modes = ((kind, getattr(self, kind)) for kind in SHARED_KINDS)
+        return [(kind, mode.removeprefix(CONTAINER)) for kind, mode in modes if mode.startswith(CONTAINER)]
 
 
 @dataclass

@@ -49,10 +49,13 @@ def topology_from_dict(data: Json, source: str = "saved topology") -> Topology:
 _NODE_PLAIN = ("name", "image", "hostname", "dns", "dns_search", "extra_hosts", "env", "network", "userns",
                "sysctls", "cmd", "exec", "ports", "privileged", "cap_add", "cap_drop", "devices", "read_only",
                "line")
+# Added after version 1 was first written: a topology saved before them has none, and the
+# node then had the namespaces these defaults give.
+_NODE_ADDED = {"ipc": Node.ipc, "pid": Node.pid, "idle": Node.idle}
 
 
 def _node_to(node: Node) -> Json:
-    data: Json = {key: _copy(getattr(node, key)) for key in _NODE_PLAIN}
+    data: Json = {key: _copy(getattr(node, key)) for key in (*_NODE_PLAIN, *_NODE_ADDED)}
     data["limits"] = {"cpus": node.limits.cpus, "memory": node.limits.memory, "pids": node.limits.pids}
     data["routes"] = [{"dst": r.dst, "via": str(r.via) if r.via is not None else None, "dev": r.dev}
                       for r in node.routes]
@@ -61,7 +64,8 @@ def _node_to(node: Node) -> Json:
 
 
 def _node_from(data: Json) -> Node:
-    node = Node(**{key: _copy(data[key]) for key in _NODE_PLAIN})
+    node = Node(**{key: _copy(data[key]) for key in _NODE_PLAIN},
+                **{key: type(default)(data.get(key, default)) for key, default in _NODE_ADDED.items()})
     node.limits = Limits(**data["limits"])
     node.routes = [Route(dst=r["dst"], via=ipaddress.ip_address(r["via"]) if r["via"] is not None else None,
                          dev=r["dev"]) for r in data["routes"]]

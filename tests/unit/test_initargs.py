@@ -362,3 +362,26 @@ def test_the_source_compiles_without_warnings(tmp_path: Path):
     result = subprocess.run([cc, "-fsyntax-only", "-Wall", "-Wextra", "-include", str(header), str(SOURCE)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+# --ipc, --pid and --start-time ------------------------------------------------------------------
+# The table's newer options, with the samples every round trip above takes its values from.
+SAMPLES.update({"ipc": "/proc/4242/ns/ipc", "pid_ns": "/proc/4242/ns/pid", "start_time": "18446744073709551615"})
+
+
+@pytest.mark.parametrize("value", ["new", "host", "/proc/1/ns/ipc"])
+def test_ipc_and_pid_take_new_host_or_a_namespace_path(init, value: str):
+    written = invocation(RUN, ipc=value, pid_ns=value)
+    assert read_back(init, written) == expected(written)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--ipc", "shared"), ("--pid", "proc/1/ns/pid"), ("--pid", "New")])
+def test_a_namespace_mode_that_is_no_path_is_refused(init, flag: str, value: str):
+    message = f"bad {flag} {value}: new, host or the absolute path of a namespace"
+    assert_refused(check_args(init, run_argv(flag, value)), message)
+
+
+@pytest.mark.parametrize("value", ["x", "-1", "1 ", "18446744073709551616"])
+def test_a_bad_start_time_is_refused(init, value: str):
+    assert_refused(check_args(init, exec_argv("--start-time", value)),
+                   f"bad --start-time {value}: a decimal number of clock ticks")

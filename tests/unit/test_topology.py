@@ -324,3 +324,101 @@ def test_a_network_joins_a_machine_bridge_as_it_is() -> None:
                                f"{extra}}}\n")
     with pytest.raises(InputError, match="bridge br0 is already joined by network 'one'"):
         load_topology_text("name: x\nnodes: {a: {}}\nnetworks:\n  one: {bridge: br0}\n  two: {bridge: br0}\n")
+
+
+# --- ipc: and pid: (shared IPC and PID namespaces) ------------------------------------------------
+
+
+def test_ipc_and_pid_keys_load_with_their_defaults() -> None:
+    topo = load("""
+        name: lab
+        nodes:
+          b: {ipc: "container:a", pid: "container:a", network: "container:a"}
+          a: {ipc: shareable}
+          h: {ipc: host, pid: host}
+          c: {ipc: private, pid: private}
+          d: {}
+        """)
+    assert [(n.ipc, n.pid) for n in topo.nodes.values()] == [
+        ("container:a", "container:a"), ("shareable", "private"), ("host", "host"), ("private", "private"),
+        ("shareable", "private")]
+    assert topo.nodes["b"].shares() == [("network", "a"), ("ipc", "a"), ("pid", "a")]
+    assert topo.nodes["d"].shares() == []
+
+
+def test_ipc_and_pid_survive_the_saved_topology() -> None:
+    from netemu.topology.serialize import topology_from_dict, topology_to_dict
+
+    topo = load("""
+        name: lab
+        nodes:
+          a: {}
+          b: {ipc: "container:a", pid: host}
+        """)
+    data = topology_to_dict(topo)
+    assert topology_from_dict(data).nodes["b"].ipc == "container:a"
+    for node in data["nodes"].values():  # saved before the keys existed: the defaults
+        del node["ipc"], node["pid"]
+    assert [(n.ipc, n.pid) for n in topology_from_dict(data).nodes.values()] == [("shareable", "private")] * 2
+
+
+NAMESPACE_ERRORS = {
+    "unknown": ("a: {}\n  alpha: {}\n  b: {pid: 'container:alpah'}",
+                "test.yaml:5: nodes.b.pid: pid: container:alpah names an unknown node; did you mean 'alpha'?"),
+    "unknown-ipc": ("router1: {}\n  b: {ipc: 'container:routr1'}",
+                    "test.yaml:4: nodes.b.ipc: ipc: container:routr1 names an unknown node; did you mean 'router1'?"),
+    "self": ("a: {ipc: 'container:a'}", "test.yaml:3: nodes.a.ipc: ipc: container:<node> must name another node"),
+    "loop": ("a: {pid: 'container:b'}\n  b: {pid: 'container:c'}\n  c: {pid: 'container:a'}",
+             "test.yaml:3: nodes.a.pid: pid: container:b makes a loop (a -> b -> c -> a)"),
+    "across-kinds": ("a: {network: 'container:b'}\n  b: {pid: 'container:c'}\n  c: {ipc: 'container:a'}",
+                     "test.yaml:3: nodes.a.network: network: container:b makes a start-order loop with the other "
+                     "container: keys (a -> b (network), b -> c (pid), c -> a (ipc))"),
+    "bad-ipc": ("a: {ipc: none}", "test.yaml:3: nodes.a.ipc: invalid ipc 'none': expected shareable, private, host "
+                                  "or container:<node>"),
+    "bad-pid": ("a: {pid: 'container:'}", "test.yaml:3: nodes.a.pid: invalid pid 'container:': expected private, "
+                                          "host or container:<node>"),
+    "private": ("a: {ipc: private}\n  b: {ipc: 'container:a'}",
+                "test.yaml:4: nodes.b.ipc: ipc: container:a: node 'a' has ipc: private, which no other node may join"),
+    "userns-lender": ("a: {userns: true}\n  b: {pid: 'container:a'}",
+                      "test.yaml:4: nodes.b.pid: pid: container:a needs both nodes in one user namespace, but node "
+                      "'a' has userns: true"),
+    "userns-borrower": ("a: {}\n  b: {ipc: 'container:a', userns: true}",
+                        "test.yaml:4: nodes.b.ipc: ipc: container:a needs both nodes in one user namespace, but node "
+                        "'b' has userns: true"),
+    "userns-both": ("a: {userns: true}\n  b: {ipc: 'container:a', userns: true}",
+                    "test.yaml:4: nodes.b.ipc: ipc: container:a needs both nodes in one user namespace"),
+    "userns-host": ("a: {pid: host, userns: true}",
+                    "test.yaml:3: nodes.a.pid: pid: host cannot be used with userns: true: the machine's PID "
+                    "namespace is outside the node's user namespace"),
+    "ipc-sysctl-host": ("a:\n    ipc: host\n    sysctls: {kernel.shmmax: 4096}",
+                        "test.yaml:5: nodes.a.sysctls.kernel.shmmax: sysctl 'kernel.shmmax' with ipc: host would "
+                        "change the machine"),
+    "ipc-sysctl-chain": ("a: {ipc: host}\n  b:\n    ipc: 'container:a'\n    sysctls: {fs.mqueue.msg_max: 20}",
+                         "test.yaml:6: nodes.b.sysctls.fs.mqueue.msg_max: sysctl 'fs.mqueue.msg_max' with ipc: "
+                         "container:a (through node 'a') would change the machine"),
+}
+
+
+@pytest.mark.parametrize("case", NAMESPACE_ERRORS)
+def test_shared_ipc_and_pid_mistakes_are_one_located_line(case: str) -> None:
+    nodes, message = NAMESPACE_ERRORS[case]
+    with pytest.raises(TopologyError) as info:
+        load_topology_text(f"name: lab\nnodes:\n  {nodes}\n", "test.yaml")
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_ipc_sysctls_stay_allowed_in_a_shared_ipc_namespace_of_a_node() -> None:
+    topo = load("""
+        name: lab
+        nodes:
+          a: {}
+          b: {ipc: "container:a", sysctls: {kernel.shmmax: 4096}, pid: host}
+        """)
+    assert topo.nodes["b"].sysctls == {"kernel.shmmax": "4096"}
+
+
+def test_a_long_chain_of_shared_namespaces_is_checked_without_recursion() -> None:
+    chain = "\n".join(f"  n{i}: {{pid: 'container:n{i + 1}', ipc: 'container:n{i + 1}'}}" for i in range(3000))
+    topo = load_topology_text(f"name: lab\nnodes:\n{chain}\n  n3000: {{}}\n")
+    assert topo.nodes["n0"].shares() == [("ipc", "n1"), ("pid", "n1")]

@@ -21,7 +21,10 @@
  * run: CMD, when given, is started only when PID 1 receives SIGUSR1 (sent once the host's links
  * are up). PID 1 reaps every orphan, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR2 to CMD, and
  * exits on SIGTERM/SIGINT when no CMD runs. --mask, --ro-path and --rw-path apply in the order
- * given, as do --bind and --device.
+ * given, as do --bind and --device. --net, --ipc and --pid each take "new" (a namespace of the
+ * host's own, the default), "host" (the machine's, kept) or the path of another host's namespace
+ * (/proc/PID/ns/KIND), joined; with --pid not "new" the host's "PID 1" is an ordinary process of
+ * that PID namespace, a subreaper for the host's own processes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -691,7 +694,7 @@ struct run_opts {
     struct list cgroups, lowers, envs, hides;
     struct list binds; /* --bind SRC:DST[:ro|rw] and --device, as SRC:DST:dev, in order */
     struct list masks; /* --mask, --ro-path and --rw-path, as m:PATH, r:PATH and w:PATH, in order */
-    const char *upper, *work, *merged, *hostname, *net, *cwd;
+    const char *upper, *work, *merged, *hostname, *net, *ipc, *pid, *cwd;
     int has_userns, read_only, privileged;
     struct idrange ids;
     struct confinement confine;
@@ -1271,6 +1274,14 @@ static void read_mounts(const struct args *a, struct run_opts *o)
     }
 }
 
+/* --ipc and --pid: "new", "host" or an absolute path (a namespace file, /proc/PID/ns/KIND). A
+ * relative path would be opened from wherever the launcher happens to be. */
+static void check_namespace_mode(enum ne_opt id, const char *mode)
+{
+    if (strcmp(mode, "new") != 0 && strcmp(mode, "host") != 0 && mode[0] != '/')
+        DIE("bad %s %.200s: new, host or the absolute path of a namespace", ne_options[id].name, mode);
+}
+
 /* Everything `run` was told, checked before anything is done (check-args stops here). */
 static void read_run(const struct args *a, struct run_opts *o)
 {
@@ -1285,6 +1296,10 @@ static void read_run(const struct args *a, struct run_opts *o)
     o->merged = value_of(a, NE_OPT_MERGED, NULL);
     o->hostname = value_of(a, NE_OPT_HOSTNAME, NULL);
     o->net = value_of(a, NE_OPT_NET, "new");
+    o->ipc = value_of(a, NE_OPT_IPC, "new");
+    o->pid = value_of(a, NE_OPT_PID, "new");
+    check_namespace_mode(NE_OPT_IPC, o->ipc);
+    check_namespace_mode(NE_OPT_PID, o->pid);
     o->cwd = value_of(a, NE_OPT_CWD, NULL);
     o->read_only = is_given(a, NE_OPT_READ_ONLY);
     o->privileged = is_given(a, NE_OPT_PRIVILEGED);
@@ -1296,14 +1311,28 @@ static void read_run(const struct args *a, struct run_opts *o)
     o->cmd = a->cmd;
 }
 
-static void join_netns(const char *net)
+/* Join the namespace at `path` (another host's /proc/PID/ns/KIND). setns with `nstype` refuses a
+ * file that is not a namespace of that kind (EINVAL), so a wrong path cannot make us join
+ * something else. A PID namespace joined this way holds our children, not us (pid_for_children):
+ * the PID 1 forked next is the one in it. */
+static void join_ns(const char *path, int nstype, const char *what)
 {
-    int fd = open(net, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        DIE_SYS("open network namespace %s", net);
-    if (setns(fd, CLONE_NEWNET) < 0)
-        DIE_SYS("setns %s", net);
+        DIE_SYS("open %s namespace %s", what, path);
+    if (setns(fd, nstype) < 0)
+        DIE_SYS("setns %s namespace %s", what, path);
     close(fd);
+}
+
+/* One of --net, --ipc and --pid: a namespace of our own is unshared later (its flag is added to
+ * `flags`), the machine's is kept, another host's is joined now. */
+static void choose_ns(const char *mode, int nstype, const char *what, int *flags)
+{
+    if (strcmp(mode, "new") == 0)
+        *flags |= nstype;
+    else if (strcmp(mode, "host") != 0)
+        join_ns(mode, nstype, what);
 }
 
 /* The launcher's side once PID 1 is forked: pass its report on, naming PID 1 by its number on
@@ -1355,17 +1384,17 @@ static int prepare_outside(struct run_opts *o, struct bind_mount *binds, int *us
     return ovl_fd;
 }
 
-/* The network namespace joined as the machine's root, then the user namespace entered, so that it
- * owns the namespaces unshared after it. */
+/* Another host's network, IPC and PID namespaces joined as the machine's root (setns needs
+ * CAP_SYS_ADMIN over the namespace's owner, which root inside a user namespace lacks), then the
+ * user namespace entered, so that it owns the namespaces unshared after it. */
 static void enter_namespaces(const struct run_opts *o, int userns_fd)
 {
-    int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID;
+    int flags = CLONE_NEWNS | CLONE_NEWUTS;
 
     stage = NE_STAGE_NAMESPACES;
-    if (strcmp(o->net, "new") == 0)
-        flags |= CLONE_NEWNET;
-    else if (strcmp(o->net, "host") != 0)
-        join_netns(o->net); /* as the machine's root, before entering the user namespace */
+    choose_ns(o->net, CLONE_NEWNET, "network", &flags);
+    choose_ns(o->ipc, CLONE_NEWIPC, "IPC", &flags);
+    choose_ns(o->pid, CLONE_NEWPID, "PID", &flags);
     if (userns_fd >= 0) {
         stage = NE_STAGE_USERNS;
         enter_userns(userns_fd); /* first, so that it owns the namespaces made below */
@@ -1378,8 +1407,9 @@ static void enter_namespaces(const struct run_opts *o, int userns_fd)
         DIE_SYS("unshare cgroup namespace");
 }
 
-/* PID 1 of the new PID namespace: its root, name, loopback and confinement, then "ok" through
- * `ready` (the launcher passes it on) and the init loop. */
+/* The host's PID 1 (the init of its new PID namespace, or a subreaper in a joined one): its root,
+ * name, loopback and confinement, then "ok" through `ready` (the launcher passes it on) and the
+ * init loop. */
 static int become_pid1(struct run_opts *o, int ovl_fd, struct bind_mount *binds, int ready)
 {
     int outer_status = status_fd;
@@ -1387,8 +1417,13 @@ static int become_pid1(struct run_opts *o, int ovl_fd, struct bind_mount *binds,
     status_fd = ready;
     if (outer_status >= 0)
         close(outer_status);
+    /* In a PID namespace that is not the host's own (--pid host or another host's), the orphans
+     * of the host's processes would go to that namespace's init (the machine's, or the other
+     * host's PID 1): as a subreaper we keep them, and reap them as PID 1 would. */
+    if (strcmp(o->pid, "new") != 0 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        DIE_SYS("prctl PR_SET_CHILD_SUBREAPER");
     stage = NE_STAGE_ROOTFS;
-    setup_rootfs(o, ovl_fd, binds);
+    setup_rootfs(o, ovl_fd, binds); /* its /proc is of the PID namespace we are in: ours, or the one joined */
     stage = NE_STAGE_HOST;
     if (o->hostname && sethostname(o->hostname, strlen(o->hostname)) < 0)
         DIE_SYS("sethostname %s", o->hostname);
@@ -1424,6 +1459,8 @@ static int cmd_run(const struct args *a)
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         DIE_SYS("pipe");
     pid_t pid = fork();
+    if (pid < 0 && errno == ENOMEM && strcmp(o.pid, "new") != 0 && strcmp(o.pid, "host") != 0)
+        DIE_SYS("fork into PID namespace %s (has the host that owns it stopped?)", o.pid);
     if (pid < 0)
         DIE_SYS("fork");
     if (pid > 0) {
@@ -1447,7 +1484,8 @@ struct exec_opts {
     struct list cgroups, envs;
     const char *cwd;
     struct confinement confine;
-    int tty;
+    int tty, has_start_time;
+    unsigned long long start_time; /* --start-time: what PID's must be (field 22 of /proc/PID/stat) */
     pid_t target;
     char **cmd;
 };
@@ -1479,24 +1517,63 @@ static void read_exec(const struct args *a, struct exec_opts *o)
     o->tty = is_given(a, NE_OPT_TTY);
     read_confinement(a, &o->confine);
     o->cmd = a->cmd;
+    const char *started = value_of(a, NE_OPT_START_TIME, NULL);
+    if (started && !(parse_decimal(started, &end, ULLONG_MAX, &o->start_time) && !*end))
+        DIE("bad --start-time %.64s: a decimal number of clock ticks", started);
+    o->has_start_time = started != NULL;
 }
 
-/* Everything opened first: once in the host's mount namespace, /proc is the host's own. */
-static void open_target(pid_t pid, struct target *t)
+/* The start time of the process that directory `dir` (/proc/PID) was opened for: the field after
+ * the 21 that follow the command's name, whose closing parenthesis is the last in the line. */
+static unsigned long long start_time_of(int dir, pid_t pid)
+{
+    char buf[1024], *p;
+    unsigned long long started;
+    const char *end;
+    int fd = openat(dir, "stat", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+
+    if (n < 0)
+        DIE_ERR(errno, "read /proc/%d/stat: %s (is the host running?)", pid, strerror(errno));
+    close(fd);
+    buf[n] = 0;
+    p = strrchr(buf, ')');
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (!p || !parse_decimal(p + 1, &end, ULLONG_MAX, &started))
+        DIE("cannot read the start time in /proc/%d/stat", pid);
+    return started;
+}
+
+/* Everything opened first, through one descriptor of /proc/PID: once in the host's mount
+ * namespace, /proc is the host's own. The descriptor stays with the process it was opened for
+ * (a lookup through it fails once that process exits, even if its PID is given to another), so
+ * with --start-time the namespaces joined are those of the host's PID 1 that netemu checked,
+ * never those of a process that took its PID since: a host that shares a PID namespace can
+ * kill another host's PID 1 and try to take its number while `netemu exec` starts. */
+static void open_target(pid_t pid, const struct exec_opts *o, struct target *t)
 {
     char path[64];
+    int dir;
 
     t->pid = pid;
+    format_into(path, sizeof path, "/proc/%d", pid);
+    dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        DIE_ERR(errno, "open %s: %s (is the host running?)", path, strerror(errno));
     for (int i = 0; i < NS_COUNT; i++) {
-        format_into(path, sizeof path, "/proc/%d/ns/%s", pid, ns_names[i]);
-        t->ns[i] = open(path, O_RDONLY | O_CLOEXEC);
+        format_into(path, sizeof path, "ns/%s", ns_names[i]);
+        t->ns[i] = openat(dir, path, O_RDONLY | O_CLOEXEC);
         if (t->ns[i] < 0)
-            DIE_ERR(errno, "open %s: %s (is the host running?)", path, strerror(errno));
+            DIE_ERR(errno, "open /proc/%d/%s: %s (is the host running?)", pid, path, strerror(errno));
     }
-    format_into(path, sizeof path, "/proc/%d/root", pid);
-    t->root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    t->root = openat(dir, "root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (t->root < 0)
-        DIE_SYS("open %s", path);
+        DIE_SYS("open /proc/%d/root", pid);
+    /* Read last: the descriptors above then belong to the process whose start time this is. */
+    if (o->has_start_time && start_time_of(dir, pid) != o->start_time)
+        DIE("process %d is not the host's PID 1 any more (it exited, and its PID went to another process)", pid);
+    close(dir);
 }
 
 /* Which namespaces we share already, read before any setns: in the host's mount namespace
@@ -1652,7 +1729,7 @@ static int cmd_exec(const struct args *a)
 
     read_exec(a, &o);
     stage = NE_STAGE_JOIN;
-    open_target(o.target, &t);
+    open_target(o.target, &o, &t);
     stage = NE_STAGE_CGROUPS;
     join_cgroups(&o.cgroups);
     stage = NE_STAGE_JOIN;
