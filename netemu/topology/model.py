@@ -75,6 +75,12 @@ class Node:
     devices: list[str] = field(default_factory=list)  # device nodes of the machine, e.g. /dev/net/tun
     read_only: bool = False  # the root filesystem mounted read-only
     idle: bool = False  # no main program, not even the image's: `netemu run` attaches one itself
+    # Bring-your-own-lab (containerlab, Kathara, and netemu's own `files:`/`wait_for:` keys):
+    entrypoint: list[str] | None = None  # replaces the image's Entrypoint ([] removes it)
+    files: list[str] = field(default_factory=list)  # machine directories copied over the root at start, in order
+    wait_for: list[str] = field(default_factory=list)  # nodes that must run before this one starts
+    labels: dict[str, str] = field(default_factory=dict)  # free-form, kept in the record, shown by inspect
+    systemctl: bool = False  # a `systemctl` in the host that starts, stops and restarts services without systemd
     line: int | None = None  # where the node is defined, for later error messages
 
     def shares(self) -> list[tuple[str, str]]:

@@ -51,7 +51,7 @@ _NODE_PLAIN = ("name", "image", "hostname", "dns", "dns_search", "extra_hosts", 
                "line")
 # Added after version 1 was first written: a topology saved before them has none, and the
 # node then had the namespaces these defaults give.
-_NODE_ADDED = {"ipc": Node.ipc, "pid": Node.pid, "idle": Node.idle}
+_NODE_ADDED = ("ipc", "pid", "idle", "entrypoint", "files", "wait_for", "labels", "systemctl")
 
 
 def _node_to(node: Node) -> Json:
@@ -64,8 +64,9 @@ def _node_to(node: Node) -> Json:
 
 
 def _node_from(data: Json) -> Node:
+    defaults = Node(name="")  # fresh: its lists and maps are its own
     node = Node(**{key: _copy(data[key]) for key in _NODE_PLAIN},
-                **{key: type(default)(data.get(key, default)) for key, default in _NODE_ADDED.items()})
+                **{key: _copy(data[key]) if key in data else getattr(defaults, key) for key in _NODE_ADDED})
     node.limits = Limits(**data["limits"])
     node.routes = [Route(dst=r["dst"], via=ipaddress.ip_address(r["via"]) if r["via"] is not None else None,
                          dev=r["dev"]) for r in data["routes"]]
