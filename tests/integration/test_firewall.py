@@ -259,6 +259,36 @@ def test_bundled_labs_pass_next_to_a_running_dockerd(tmp_path: Path) -> None:
 
 
 @needs_iptables
+def test_an_image_the_docker_daemon_holds_is_pulled_from_it(tmp_path: Path) -> None:
+    """`docker load` (or `docker pull`) puts an image in the daemon; `netemu image pull
+    docker-daemon:NAME:TAG` takes it from there, through the daemon's API (DOCKER_HOST)."""
+    if shutil.which("docker") is None or shutil.which("skopeo") is None:
+        pytest.skip("needs the docker client and skopeo (apt-get install docker.io skopeo; `make deps`)")
+    from tests.integration.test_images import base_layer, write_archive
+
+    if not Path("/bin/busybox").exists():
+        pytest.skip("needs busybox-static (apt-get install busybox-static)")
+    tag = f"netemu-daemon-test/{unique_name('d')}:1"
+    archive = write_archive("docker-25", tmp_path, [base_layer(Path("/bin/busybox").read_bytes())], tag)
+    with _firewall_lock(), _machine_put_back(), _dockerd() as host:
+        env = {**os.environ, **({"DOCKER_HOST": host} if host else {})}
+        loaded = subprocess.run(["docker", "load", "-i", str(archive)], capture_output=True, text=True, env=env)
+        assert loaded.returncode == 0, loaded.stderr
+        try:
+            pulled = subprocess.run([sys.executable, "-m", "netemu.cli", "image", "pull", f"docker-daemon:{tag}"],
+                                    capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+            assert pulled.returncode == 0, pulled.stderr
+            assert f"docker.io/{tag}" in run_cli("image", "ls").stdout
+            absent = subprocess.run([sys.executable, "-m", "netemu.cli", "image", "pull",
+                                     "docker-daemon:netemu-daemon-test/none:1"], capture_output=True, text=True,
+                                    env=env, cwd=ROOT, timeout=300)
+            assert absent.returncode == 2 and len(absent.stderr.splitlines()) == 1, absent.stderr
+        finally:
+            run_cli("image", "rm", f"docker.io/{tag}")
+            subprocess.run(["docker", "rmi", tag], capture_output=True, env=env)
+
+
+@needs_iptables
 def test_both_iptables_backends_at_once() -> None:
     """Legacy iptables and iptables-nft each with a FORWARD policy of DROP: a packet must pass
     both, so each gets its accept. In namespaces of the test's own (a legacy table, once made,
@@ -309,7 +339,7 @@ def test_both_iptables_backends_at_once() -> None:
 
 # --- helpers ------------------------------------------------------------------------------------
 @contextmanager
-def _dockerd() -> Iterator[None]:
+def _dockerd() -> Iterator[str | None]:
     """A dockerd of this test's own (its data root, exec root, socket and pidfile in a directory
     of /tmp: containerd's socket path under it must fit a unix socket's 108 bytes),
     stopped at the end, then what it leaves on the machine removed: docker0, /etc/docker/key.json
@@ -319,7 +349,7 @@ def _dockerd() -> Iterator[None]:
     if binary is None:
         pytest.skip("dockerd is not installed (apt-get install docker.io; `make deps`)")
     if _machine_dockerd():
-        yield  # the machine's own Docker (a CI runner's) runs already: the labs go next to it
+        yield None  # the machine's own Docker (a CI runner's) runs already: the labs go next to it
         return
     left = [Path("/etc/docker/key.json"), Path("/run/docker")]
     existed = {path: path.exists() for path in left}
@@ -336,7 +366,7 @@ def _dockerd() -> Iterator[None]:
         if not _docker_ready(proc, sock):
             tail = (root / "log").read_text().strip().splitlines()[-1:] or ["no output"]
             pytest.skip(f"dockerd cannot start in this sandbox: {tail[0][:300]}")
-        yield
+        yield f"unix://{sock}"
     finally:
         _stop(proc)
         log.close()
