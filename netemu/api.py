@@ -23,7 +23,7 @@ from netemu.topology import Topology, load_topology
 
 if TYPE_CHECKING:
     from netemu.images import ImageInfo
-    from netemu.probe.checks import CheckReport, CheckResult, CheckSet
+    from netemu.probe.checks import CheckReport, CheckResult, CheckSet, Convergence
     from netemu.probe.model import ProbeResult, ReachMatrix
     from netemu.runtime.cleanup import Removed
     from netemu.runtime.inspection import LabSummary, LabView, NodeSummary
@@ -297,6 +297,13 @@ def check(checkset: CheckSet, *, timeout: Seconds | None = None, progress: Say |
     limit = None if timeout is None else seconds(timeout, "timeout")
     return checks.run_checks(record(checkset.lab), checkset.checks, file=checkset.file, timeout=limit,
                              progress=progress)
+
+
+def convergence(reports: list[CheckReport]) -> list[Convergence]:
+    """Per check, over repeated runs of the same checks: the runs it passed, and its passed_after."""
+    from netemu.probe import checks
+
+    return checks.convergence(reports)
 
 
 # --- shell completion: state files only, never the kernel, never an error -----------------------

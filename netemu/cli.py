@@ -406,26 +406,35 @@ SECONDS = click.FloatRange(min=0.01, max=3600)
 @click.option("--format", "fmt", type=FORMATS, default="table")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write JUnit XML here (one testcase per check).")
 @click.option("--timeout", type=SECONDS, help="Seconds per probe for checks without their own timeout (2).")
+@click.option("--repeat", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Run the checks N times; then min, median and max of each one's passed_after.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress (the report still shows).")
 @VERBOSE
-def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout: float | None, quiet: bool,
-          verbose: bool) -> None:
+def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout: float | None, repeat: int,
+          quiet: bool, verbose: bool) -> None:
     """Run the checks of FILE (a topology file, or a checks file) against the running lab.
 
-    Exit status: 0 when every check passes, 1 when one fails, 2 for a bad file."""
+    Exit status: 0 when every check passes (in every run), 1 when one fails, 2 for a bad file."""
     from netemu.probe import report
 
     checkset = api.load_checks(file, lab_name)
     if not checkset.checks:
         click.echo(f"{file}: no checks", err=True)
     with _say(quiet, verbose, f"check {checkset.lab}") as say:
-        result = api.check(checkset, timeout=timeout, progress=say)
+        runs = [api.check(checkset, timeout=timeout, progress=say) for _ in range(repeat)]
+    result = runs[-1]
     if junit:
         with open(junit, "w", encoding="utf-8") as out:
             out.write(report.junit(result))
-    _emit(result, fmt, report.checks_table)
-    if not result.passed:
-        raise CheckFailed(result.failure_message().splitlines()[0].rstrip(":"))
+    if repeat == 1:
+        _emit(result, fmt, report.checks_table)
+    else:
+        stats = api.convergence(runs)
+        _emit({"runs": runs, "convergence": stats}, fmt,
+              lambda _: "\n\n".join([report.checks_table(result), report.convergence_table(stats)]))
+    failed = next((run for run in runs if not run.passed), None)
+    if failed is not None:
+        raise CheckFailed(failed.failure_message().splitlines()[0].rstrip(":"))
 
 
 @cli.command(name="probe")

@@ -7,6 +7,7 @@ window, counted from the start of the run, is over. `timeout:` bounds each singl
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,6 +106,7 @@ class CheckResult:
     attempts: int = 0
     elapsed: float = 0.0
     file: str | None = None
+    passed_after: float | None = None  # seconds from the run's start to the first pass (checks with `within`)
 
     @property
     def title(self) -> str:
@@ -127,6 +129,8 @@ class CheckResult:
         lines = self.probe.details() if self.probe is not None else []
         if self.attempts > 1:
             lines.append(f"{self.attempts} attempts over {self.elapsed:.2f}s")
+        if self.passed_after is not None:
+            lines.append(f"passed after {self.passed_after:.2f}s")
         return lines
 
     def __bool__(self) -> bool:
@@ -140,7 +144,8 @@ class CheckResult:
         check["from"], check["to"] = check.pop("src"), check.pop("dst")
         return {"index": self.index, "location": self.location, "title": self.title, "check": check,
                 "passed": self.passed, "message": self.message, "attempts": self.attempts,
-                "elapsed": round(self.elapsed, 4), "probe": self.probe.to_dict() if self.probe else None}
+                "elapsed": round(self.elapsed, 4), "probe": self.probe.to_dict() if self.probe else None,
+                "passed_after": None if self.passed_after is None else round(self.passed_after, 4)}
 
 
 @dataclass
@@ -255,6 +260,8 @@ def run_checks(record: LabRecord, checks: list[Check], file: str | None = None,
                 # probes run side by side: a check's time is from the start of the run to the
                 # end of its own last probe, not to the end of the slowest one
                 result.elapsed = round_start - started + probe.elapsed
+                if result.passed and result.check.within is not None:
+                    result.passed_after = result.elapsed  # convergence: the first pass, as it ends the retries
             pending = [i for i in pending if _retry(results[i], started)]
             say(Step("checks", len(checks) - len(pending), len(checks)))
             if pending:
@@ -268,3 +275,39 @@ def _retry(result: CheckResult, started: float) -> bool:
     window = result.check.within
     return not result.passed and not result.error and window is not None and \
         time.monotonic() + RETRY_PAUSE < started + window
+
+
+# --- convergence over repeated runs -------------------------------------------------------------
+@dataclass
+class Convergence:
+    """One check over `netemu check --repeat N`: in how many runs it passed, and min, median and
+    max of its passed_after (None without `within:`, or when it never passed)."""
+
+    index: int
+    title: str
+    runs: int
+    passed: int
+    passed_after: list[float]
+
+    def stats(self) -> tuple[float, float, float] | None:
+        if not self.passed_after:
+            return None
+        return min(self.passed_after), statistics.median(self.passed_after), max(self.passed_after)
+
+    def to_dict(self) -> dict[str, Any]:
+        stats = self.stats()
+        keys = ("min", "median", "max")
+        return {"index": self.index, "title": self.title, "runs": self.runs, "passed": self.passed,
+                "passed_after": [round(v, 4) for v in self.passed_after],
+                **{key: None if stats is None else round(value, 4)
+                   for key, value in zip(keys, stats or (0.0, 0.0, 0.0), strict=True)}}
+
+
+def convergence(reports: list[CheckReport]) -> list[Convergence]:
+    """Per check, across runs of the same checks."""
+    found = []
+    for position, first in enumerate(reports[0].results if reports else []):
+        runs = [report.results[position] for report in reports]
+        found.append(Convergence(first.index, first.title, len(runs), sum(r.passed for r in runs),
+                                 [r.passed_after for r in runs if r.passed_after is not None]))
+    return found

@@ -7,7 +7,7 @@ import socket
 import time
 import xml.etree.ElementTree as ET
 
-from netemu.probe.checks import CheckReport, CheckResult
+from netemu.probe.checks import CheckReport, CheckResult, Convergence
 from netemu.probe.model import REACHABLE, ProbeResult, ReachMatrix, format_rtt
 from netemu.render import table
 
@@ -20,12 +20,14 @@ def _row(result: CheckResult) -> tuple[str, ...]:
         target = f"{check.dst} ({probe.address})"
     proto = f"{check.proto}/{check.port}" if check.port else check.proto
     seen = probe.outcome if probe else "-"
+    after = f"{result.passed_after:.2f}s" if result.passed_after is not None else "-"
     return (str(result.index), str(check.line or "-"), check.src, target, proto, check.expect, seen,
-            format_rtt(probe.rtt) if probe else "-", "ok" if result.passed else "FAIL")
+            format_rtt(probe.rtt) if probe else "-", after, "ok" if result.passed else "FAIL")
 
 
 def checks_table(report: CheckReport) -> str:
-    headers = ("#", "LINE", "FROM", "TO", "PROTO", "EXPECT", "SEEN", "RTT", "RESULT")
+    """AFTER is passed_after: when a check with `within:` first passed (convergence time)."""
+    headers = ("#", "LINE", "FROM", "TO", "PROTO", "EXPECT", "SEEN", "RTT", "AFTER", "RESULT")
     lines = [table(headers, [_row(r) for r in report.results])]
     if report.failures:
         lines.append("")
@@ -49,8 +51,13 @@ def junit(report: CheckReport) -> str:
     if report.file:
         ET.SubElement(ET.SubElement(suite, "properties"), "property", name="file", value=report.file)
     for result in report.results:
+        # A check with `within:` takes as its time the moment it first passed (its convergence).
+        seconds = result.passed_after if result.passed_after is not None else result.elapsed
         case = ET.SubElement(suite, "testcase", classname=suite_name,
-                             name=f"check {result.index}: {result.title}", time=f"{result.elapsed:.3f}")
+                             name=f"check {result.index}: {result.title}", time=f"{seconds:.3f}")
+        if result.passed_after is not None:
+            ET.SubElement(ET.SubElement(case, "properties"), "property", name="passed_after",
+                          value=f"{result.passed_after:.3f}")
         if report.file:
             case.set("file", report.file)
         if result.check.line:
@@ -101,3 +108,13 @@ def reach_table(matrix: ReachMatrix) -> str:
         lines.append(f"  ... and {len(bad) - 20} more unreachable pairs")
     lines.append(f"{matrix.reachable}/{matrix.pairs} pairs reachable ({len(nodes)} hosts) in {matrix.elapsed:.2f}s")
     return "\n".join(lines)
+
+
+def convergence_table(stats: list[Convergence]) -> str:
+    """`check --repeat N`: per check, the runs it passed and min/median/max of passed_after."""
+    rows = []
+    for item in stats:
+        numbers = item.stats()
+        cells = tuple(f"{v:.2f}s" for v in numbers) if numbers else ("-", "-", "-")
+        rows.append((str(item.index), item.title, f"{item.passed}/{item.runs}", *cells))
+    return table(("#", "CHECK", "PASSED", "MIN", "MEDIAN", "MAX"), rows)

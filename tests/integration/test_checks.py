@@ -134,3 +134,40 @@ def test_lab_checks_and_assert_checks(make_lab) -> None:
         raise AssertionError("assert_checks did not raise")
     assert text.startswith("1 of 2 checks failed")
     assert "expected unreachable, saw refused" in text and "RST from 10.75.10.2:22" in text
+
+
+def test_passed_after_is_when_a_within_check_first_passed(make_lab, tmp_path: Path) -> None:
+    """Convergence time: the link comes back 1.5 s into the check; passed_after says so in the
+    table, the JSON and the JUnit file, and `--repeat` gives min/median/max across runs."""
+    import threading
+    import time
+
+    lab = make_lab({"nodes": {"a": {}, "b": {}},
+                    "links": [{"endpoints": ["a:eth0", "b:eth0"], "addresses": ["10.66.0.1/24", "10.66.0.2/24"]}]})
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(f"lab: {lab.name}\nchecks:\n  - {{from: a, to: 10.66.0.2, within: 20s, timeout: 0.3s}}\n"
+                      "  - {from: a, to: 10.66.0.2}\n")
+    lab.link("a:eth0", "down")
+    timer = threading.Timer(1.5, lambda: lab.link("a:eth0", "up"))
+    started = time.monotonic()
+    timer.start()
+    try:
+        junit = tmp_path / "checks.xml"
+        result = run_cli("check", str(checks), "--format", "json", "--junit", str(junit))
+    finally:
+        timer.join()
+    assert result.returncode == 1  # the check without `within` ran once, while the link was down
+    first, second = json.loads(result.stdout)["checks"]
+    assert first["passed"] and 1.4 <= first["passed_after"] <= time.monotonic() - started
+    assert not second["passed"] and second["passed_after"] is None
+    case = ET.parse(junit).getroot().find("testsuite/testcase")
+    assert case is not None and float(case.get("time", "0")) == round(first["passed_after"], 3)
+    assert case.find("properties/property[@name='passed_after']") is not None
+
+    checks.write_text(f"lab: {lab.name}\nchecks:\n  - {{from: a, to: 10.66.0.2, within: 20s}}\n")
+    repeated = run_cli("check", str(checks), "--repeat", "3")
+    assert repeated.returncode == 0, repeated.stderr
+    assert "MEDIAN" in repeated.stdout and "3/3" in repeated.stdout
+    data = json.loads(run_cli("check", str(checks), "--repeat", "2", "--format", "json").stdout)
+    assert len(data["runs"]) == 2 and data["convergence"][0]["passed"] == 2
+    assert len(data["convergence"][0]["passed_after"]) == 2 and data["convergence"][0]["median"] is not None
