@@ -44,7 +44,12 @@ def load(file: str | Path) -> Topology:
 
 
 def is_file_argument(target: str) -> bool:
-    return target.endswith((".yaml", ".yml")) or "/" in target
+    """A topology file (netemu's or containerlab's YAML, a Kathara `lab.conf`) or a Kathara lab
+    directory, rather than a lab name: lab names hold neither '/' nor '.', so nothing else is
+    taken for a file but a directory of that name holding a lab.conf."""
+    if target.endswith((".yaml", ".yml")) or "/" in target or target == "lab.conf":
+        return True
+    return Path(target).is_dir() and Path(target, "lab.conf").is_file()
 
 
 def lab_name(target: str) -> str:
@@ -193,10 +198,11 @@ def run_attached(name: str, spec: RunSpec) -> int:
         return execution.run_attached(record(name), name, argv, tty=spec.tty, stdin=spec.interactive,
                                       cwd=info.working_dir if info is not None and info.working_dir else None)
     finally:
-        if spec.remove:
-            down(name)
-        elif record(name).nodes[name].alive:
-            node_action(name, name, "stop")
+        with execution.shielded():  # a second SIGTERM or Ctrl-C must not leave it half removed
+            if spec.remove:
+                down(name)
+            elif record(name).nodes[name].alive:
+                node_action(name, name, "stop")
 
 
 # --- failure injection ------------------------------------------------------------------------

@@ -75,12 +75,30 @@ class Pulled:
     digest: str = ""
 
 
+# A record's file name is the quoted name plus ".json" (and a `.tmp-` name while it is written):
+# '/' and ':' take three bytes each once quoted, so a name of 200 characters can exceed the
+# 255 bytes a directory entry may have.
+_FILE_NAME_MAX = 240
+
+
+def storable(name: str) -> bool:
+    """Whether `name` can name a record or alias in the store: its pattern, and its quoted file
+    name short enough for the filesystem (else every lookup would fail with ENAMETOOLONG)."""
+    return bool(_NAME.fullmatch(name)) and len(quote(name, safe="") + ".json") <= _FILE_NAME_MAX
+
+
 def _check_name(name: str, label: str) -> str:
-    if (not _NAME.fullmatch(name) or name == "host"
+    if (not storable(name) or name == "host"
             or any(part in ("", ".", "..") for part in name.split("/"))):
-        raise InputError(f"{label}: '{name}' is not a valid image name "
-                         "(letters, digits and . _ - / : @ +, not 'host', not a path)")
+        raise InputError(f"{label}: '{name[:300]}' is not a valid image name "
+                         "(letters, digits and . _ - / : @ +, not 'host', not a path, "
+                         f"at most {_FILE_NAME_MAX} bytes once '/' and ':' are quoted)")
     return name
+
+
+def check_name(name: str, label: str) -> str:
+    """`name` as an image's name in the store, or InputError (exit 2) saying why not."""
+    return _check_name(name, label)
 
 
 def _reference(name: str) -> str:
@@ -140,11 +158,11 @@ class ImageStore:
         name wins over an alias: an imported `busybox:latest` over a pulled image's short name."""
         if not _NAME.fullmatch(ref):
             return None
-        for name in _candidates(ref):
+        for name in [c for c in _candidates(ref) if storable(c)]:
             path = self._record_path(name)
             if path.is_file():
                 return self._read(path)
-        for name in _candidates(ref):
+        for name in [c for c in _candidates(ref) if storable(c)]:
             target = self._alias_target(name)
             if target is not None and self._record_path(target).is_file():
                 return self._read(self._record_path(target))
@@ -164,7 +182,7 @@ class ImageStore:
     def add_alias(self, alias: str, name: str) -> None:
         """`alias` finds image `name` from now on (the last pull of a short name wins). An alias
         equal to an image's own name is not written: the name finds it already."""
-        if alias == name or not _NAME.fullmatch(alias) or self._alias_target(alias) == name:
+        if alias == name or not storable(alias) or self._alias_target(alias) == name:
             return
         self._private_dirs(self.images_root, self.aliases_root)
         target = self._alias_path(alias)

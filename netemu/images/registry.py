@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import InputError, MachineError, NetemuError, one_line
-from netemu.images.imagestore import ImageInfo, ImageStore, Pulled
+from netemu.images.imagestore import ImageInfo, ImageStore, Pulled, check_name
 from netemu.images.imagestore import store as default_store
 from netemu.images.limits import STREAM_SLACK, Budget, max_image_bytes
 from netemu.images.reference import Reference, RegistriesConf, load_registries_conf, parse_reference, resolve
@@ -59,7 +59,14 @@ _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
 _INPUT_ANSWERS = ("manifest unknown", "name unknown", "not found", "unauthorized", "authentication required",
                   "denied", "no image found", "invalid reference", "digest did not match", "digest mismatch",
                   "does not match", "no such image", "reference does not exist", "blocked", "no linux/",
-                  "repository name must", "invalid image name", "registries configuration")
+                  "repository name must", "invalid image name", "registries configuration",
+                  # a manifest or config the registry sent that is not one: the registry's content is
+                  # wrong (exit 2), not the network
+                  "error parsing manifest", "cannot unmarshal", "unsupported manifest", "invalid character",
+                  "more than its manifest declares")
+# What a pull's directory may hold besides the layers to download: the manifest and config, each
+# at most 4 MiB to skopeo, index.json and the layout's small files.
+METADATA_SLACK = 9 << 20
 
 
 def machine_platform() -> tuple[str, str, str | None]:
@@ -92,10 +99,14 @@ def pull(ref: str, *, policy: str = "missing", progress: Progress | None = None,
         raise InputError(f"image '{ref}' is not in the store and the pull policy is never "
                          f"(`netemu image pull {ref}` fetches it)")
     if target.transport == "docker-daemon":
+        check_name(f"{target.repository}:{target.tag}", f"pull {ref}")
         info = _pull_daemon(st, ref, target, say, max_bytes)
     else:
         assert conf is not None
-        info = _pull_first(st, ref, resolve(target, conf), conf, say, max_bytes)
+        candidates = resolve(target, conf)
+        for candidate in candidates:  # before any download: the name the image is stored under
+            check_name(candidate.canonical, f"pull {ref}")
+        info = _pull_first(st, ref, candidates, conf, say, max_bytes)
     st.add_alias(_alias_key(ref, target), info.name)
     return info
 
@@ -194,7 +205,7 @@ def _pull_registry(st: ImageStore, candidate: Reference, conf: RegistriesConf, s
             layout = _seed(work, plan, reuse)
             _check_room(st, candidate.canonical, plan, reuse, cap)
             source = f"docker://{candidate.repository}@{plan.digest}"
-            skopeo.copy(source, layout, work, Bars(label, plan, reuse, say, layout))
+            skopeo.copy(source, layout, work, Bars(label, plan, reuse, say, layout), _allowed(plan, reuse))
             try:
                 return st.import_pulled(layout, candidate.canonical, Pulled(f"docker://{candidate}", plan.digest),
                                         say, cap)
@@ -226,11 +237,29 @@ def _plan(skopeo: Skopeo, candidate: Reference) -> Plan:
     if "sha256:" + hashlib.sha256(config_raw).hexdigest() != config_digest:
         raise PullFailed(str(candidate), f"config {config_digest}: digest mismatch", True)
     config = _json(candidate, config_raw, "config")
-    layers = [(str(d.get("digest")), int(d.get("size") or 0)) for d in doc.get("layers") or [] if isinstance(d, dict)]
-    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-    if len(diff_ids) != len(layers):
+    layers = _layers(candidate, doc)
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
         diff_ids = []  # an odd image: the importer reports it; nothing is reused meanwhile
     return Plan(digest, config_digest, layers, [str(d) for d in diff_ids])
+
+
+def _layers(candidate: Reference, doc: dict[str, Any]) -> list[tuple[str, int]]:
+    """The manifest's layer descriptors. Each must declare its size as a non-negative integer:
+    the download is held to what they declare (Skopeo.copy), so a registry cannot have an
+    undeclared or negative size fill the store's filesystem with a blob of any length."""
+    entries = doc.get("layers")
+    if not isinstance(entries, list) or not all(isinstance(d, dict) for d in entries):
+        raise PullFailed(str(candidate), "the registry's manifest has no list of layer descriptors", True)
+    layers = []
+    for number, entry in enumerate(entries):
+        size = entry.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise PullFailed(str(candidate), f"the registry's manifest gives layer {number + 1} the size "
+                                             f"{one_line(repr(size))[:40]}, not a number of bytes", True)
+        layers.append((str(entry.get("digest")), size))
+    return layers
 
 
 def _json(candidate: Reference, raw: bytes, what: str) -> dict[str, Any]:
@@ -247,7 +276,9 @@ def _choose_platform(candidate: Reference, index: dict[str, Any]) -> str:
     """The index entry for this machine: its os and architecture, the variant when one is given
     (arm64's v8 is the default), as Docker chooses."""
     os_, arch, variant = machine_platform()
-    entries = [d for d in index.get("manifests") or [] if isinstance(d, dict) and isinstance(d.get("platform"), dict)]
+    listed = index.get("manifests")
+    listed = listed if isinstance(listed, list) else []  # an index without a list offers nothing
+    entries = [d for d in listed if isinstance(d, dict) and isinstance(d.get("platform"), dict)]
     mine = [d for d in entries if d["platform"].get("os") == os_ and d["platform"].get("architecture") == arch]
     exact = [d for d in mine if d["platform"].get("variant") in (variant, None)]
     chosen = (exact or mine)[:1]
@@ -255,7 +286,11 @@ def _choose_platform(candidate: Reference, index: dict[str, Any]) -> str:
         offered = sorted({f"{d['platform'].get('os')}/{d['platform'].get('architecture')}" for d in entries})
         raise PullFailed(str(candidate), f"no {os_}/{arch} image in its index (it has {', '.join(offered) or 'none'})",
                          True)
-    return str(chosen[0].get("digest"))
+    digest = chosen[0].get("digest")
+    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise PullFailed(str(candidate), f"its index names the {os_}/{arch} image by "
+                                         f"{one_line(repr(digest))[:80]}, not a sha256 digest", True)
+    return digest
 
 
 def _seed(work: Path, plan: Plan, reuse: list[str]) -> Path:
@@ -268,6 +303,14 @@ def _seed(work: Path, plan: Plan, reuse: list[str]) -> Path:
         if diff_id in reuse and re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             (blobs / digest[7:]).touch()
     return layout
+
+
+def _allowed(plan: Plan, reuse: list[str]) -> int:
+    """What the pull's directory may hold: the blobs to download as the manifest declares them,
+    and the metadata. skopeo takes a blob's declared size on trust and writes what the registry
+    sends, so the copy is watched against this bound (Skopeo.copy)."""
+    pairs = zip(plan.layers, plan.diff_ids or [""] * len(plan.layers), strict=False)
+    return sum(size for (_digest, size), diff_id in pairs if diff_id not in reuse) + METADATA_SLACK
 
 
 def _check_room(st: ImageStore, name: str, plan: Plan, reuse: list[str], cap: int) -> None:
@@ -340,8 +383,9 @@ class Skopeo:
             raise self._failed(done.stderr.decode(errors="replace"))
         return done.stdout
 
-    def copy(self, source: str, layout: Path, work: Path, bars: Bars) -> None:
-        """skopeo copy into the layout, its progress read 5 times a second into `bars`."""
+    def copy(self, source: str, layout: Path, work: Path, bars: Bars, allowed: int | None = None) -> None:
+        """skopeo copy into the layout, its progress read 5 times a second into `bars`; killed
+        once `work` holds more than `allowed` bytes (None: no bound, the local Docker daemon)."""
         tmp = work / "tmp"
         tmp.mkdir(exist_ok=True)
         argv = [*self.base, "--tmpdir", str(tmp), "copy", "--retry-times", "2",
@@ -366,6 +410,10 @@ class Skopeo:
                 bars.tick()
                 if finished:
                     break
+                if allowed is not None and _bytes_under(work) > allowed:
+                    raise PullFailed(str(self.ref), f"the registry sent more than its manifest declares "
+                                                    f"({allowed} bytes with the metadata): the pull was stopped",
+                                     True)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -374,6 +422,16 @@ class Skopeo:
                 reader.join(5)
         if proc.returncode != 0:
             raise self._failed("".join(errors))
+
+
+def _bytes_under(path: Path) -> int:
+    """Bytes of the regular files below `path` (skopeo's blobs, whole or being written)."""
+    total = 0
+    for folder, _dirs, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):  # renamed or removed meanwhile
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
 def _wait(proc: subprocess.Popen[str], seconds: float) -> bool:

@@ -114,6 +114,9 @@ OPTIONS = (
     Option("--caps", "caps", Value.HEX, _BOTH, "the capability mask every process keeps", max_len=16),
     Option("--seccomp", "seccomp", Value.HEX, _BOTH, "the seccomp filter, struct sock_filter[] bytes",
            max_len=2 * 8 * BPF_MAXINSNS),
+    Option("--landlock", "landlock", Value.FLAG, _BOTH,
+           "every process in a Landlock domain of its own: the kernel refuses ptrace-class access "
+           "(/proc/PID/environ, root, mem) to processes outside it (hosts that see the machine's PIDs)"),
     Option("--tty", "tty", Value.FLAG, (EXEC,), "CMD gets a pseudo-terminal made inside the host"),
     Option("--start-time", "start_time", Value.TEXT, (EXEC,),
            "PID's start time (clock ticks after boot, field 22 of /proc/PID/stat): a process that took "
@@ -210,6 +213,7 @@ class Confined:
 
     caps: int | None = None
     seccomp: bytes | None = None
+    landlock: bool = False
 
 
 @dataclass(kw_only=True)

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from netemu.errors import InputError, TopologyError
+from netemu.probe import statechecks
 from netemu.probe.model import ERROR, REACHABLE, REFUSED, ProbeRequest, ProbeResult
 from netemu.progress import Say, Step
 from netemu.runtime import state
 from netemu.runtime.records import LabRecord
 from netemu.topology import Invalid, Item, load_topology, parse_checks, parse_tree
-from netemu.topology.model import Check, Endpoint, Link, Node
+from netemu.topology.model import AnyCheck, Check, CommandCheck, Endpoint, Link, Node, RouteCheck
 
 DEFAULT_TIMEOUT = 2.0
 RETRY_PAUSE = 0.5
@@ -30,7 +31,7 @@ CHECKS_FILE_KEYS = ("lab", "checks")
 @dataclass
 class CheckSet:
     lab: str
-    checks: list[Check]
+    checks: list[AnyCheck]
     file: str | None = None
 
 
@@ -86,7 +87,11 @@ def _shape(record: LabRecord) -> tuple[dict[str, Node], list[Link]]:
 
 
 # --- results ----------------------------------------------------------------------------------
-def describe_check(check: Check) -> str:
+def describe_check(check: AnyCheck) -> str:
+    if isinstance(check, RouteCheck):
+        return f"on {check.on}: {statechecks.describe_route_check(check)} expect {check.expect}"
+    if isinstance(check, CommandCheck):
+        return f"on {check.on}: {statechecks._prompt(check).split('$ ', 1)[1]}"
     proto = f"{check.proto}/{check.port}" if check.port else check.proto
     text = f"{check.src} -> {check.dst} {proto} expect {check.expect}"
     if check.via:
@@ -99,10 +104,12 @@ def describe_check(check: Check) -> str:
 @dataclass
 class CheckResult:
     index: int  # 1-based position in the file
-    check: Check
+    check: AnyCheck
     passed: bool
     message: str  # what was expected and what was seen
-    probe: ProbeResult | None = None
+    probe: ProbeResult | None = None  # probe checks
+    evidence: list[str] = field(default_factory=list)  # route and command checks: the FIB, the output
+    seen: str = "-"  # route and command checks: present, absent, match, mismatch
     attempts: int = 0
     elapsed: float = 0.0
     file: str | None = None
@@ -126,7 +133,7 @@ class CheckResult:
         return f"check {self.index} ({self.location}) {self.title}: {verdict}: {self.message}"
 
     def details(self) -> list[str]:
-        lines = self.probe.details() if self.probe is not None else []
+        lines = self.probe.details() if self.probe is not None else list(self.evidence)
         if self.attempts > 1:
             lines.append(f"{self.attempts} attempts over {self.elapsed:.2f}s")
         if self.passed_after is not None:
@@ -141,8 +148,12 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         check = asdict(self.check)
-        check["from"], check["to"] = check.pop("src"), check.pop("dst")
-        return {"index": self.index, "location": self.location, "title": self.title, "check": check,
+        if isinstance(self.check, Check):
+            check["from"], check["to"] = check.pop("src"), check.pop("dst")
+        else:
+            check["kind"] = "route" if isinstance(self.check, RouteCheck) else "command"
+        return {"evidence": list(self.evidence), "index": self.index, "location": self.location,
+                "title": self.title, "check": check,
                 "passed": self.passed, "message": self.message, "attempts": self.attempts,
                 "elapsed": round(self.elapsed, 4), "probe": self.probe.to_dict() if self.probe else None,
                 "passed_after": None if self.passed_after is None else round(self.passed_after, 4)}
@@ -252,16 +263,18 @@ def run_checks(record: LabRecord, checks: list[Check], file: str | None = None,
     with open_engine(record) as engine:
         while pending:
             round_start = time.monotonic()
-            probes = engine.run([request_for(checks[i], timeout) for i in pending])
-            for i, probe in zip(pending, probes, strict=True):
+            probing = [i for i in pending if isinstance(checks[i], Check)]
+            probes = engine.run([request_for(checks[i], timeout) for i in probing])  # type: ignore[arg-type]
+            for i, probe in zip(probing, probes, strict=True):
                 result = results[i]
                 result.probe, result.attempts = probe, result.attempts + 1
-                result.passed, result.message = evaluate(result.check, probe)
+                result.passed, result.message = evaluate(result.check, probe)  # type: ignore[arg-type]
                 # probes run side by side: a check's time is from the start of the run to the
                 # end of its own last probe, not to the end of the slowest one
-                result.elapsed = round_start - started + probe.elapsed
-                if result.passed and result.check.within is not None:
-                    result.passed_after = result.elapsed  # convergence: the first pass, as it ends the retries
+                _settle(result, round_start - started + probe.elapsed)
+            for i in (i for i in pending if not isinstance(checks[i], Check)):
+                _judge_state(record, results[i], timeout or DEFAULT_TIMEOUT)
+                _settle(results[i], time.monotonic() - started)
             pending = [i for i in pending if _retry(results[i], started)]
             say(Step("checks", len(checks) - len(pending), len(checks)))
             if pending:
@@ -269,6 +282,27 @@ def run_checks(record: LabRecord, checks: list[Check], file: str | None = None,
     report.results = [results[i] for i in sorted(results)]
     report.elapsed = time.monotonic() - started
     return report
+
+
+def _settle(result: CheckResult, elapsed: float) -> None:
+    result.elapsed = elapsed
+    if result.passed and result.check.within is not None:
+        result.passed_after = elapsed  # convergence: the first pass, as it ends the retries
+
+
+def _judge_state(record: LabRecord, result: CheckResult, timeout: float) -> None:
+    """A route or command check, judged once on the host as it is now."""
+    result.attempts += 1
+    try:
+        if isinstance(result.check, RouteCheck):
+            state = statechecks.route_state(record, result.check)
+        else:
+            assert isinstance(result.check, CommandCheck)
+            state = statechecks.command_state(record, result.check, timeout)
+    except (ValueError, OSError) as e:  # a host that is down, a namespace that went away
+        state = statechecks.StateResult(False, f"could not look: {e}", [], "error")
+    result.passed, result.message = state.passed, state.message
+    result.evidence, result.seen = state.evidence, state.seen
 
 
 def _retry(result: CheckResult, started: float) -> bool:

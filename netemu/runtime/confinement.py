@@ -18,7 +18,7 @@ from netemu.errors import InputError
 from netemu.linux import capabilities, devices, initargs, seccomp
 from netemu.runtime.records import ConfinementRecord
 from netemu.runtime.sharing import other_lab_netns
-from netemu.topology.model import OTHER_LAB, Node, Topology
+from netemu.topology.model import CONTAINER, OTHER_LAB, Node, Topology
 
 # Docker's masked paths: kernel state a container has no business reading (memory, keys,
 # timers, scheduler internals, firmware tables).
@@ -43,18 +43,20 @@ class Confinement:
     caps: int  # the capability mask a host's processes hold
     seccomp: bytes | None  # the filter program; None: no filter
     device_rules: tuple[devices.Rule, ...] | None  # None: every device (privileged)
+    landlock: bool = False  # the host sees the machine's PIDs: a Landlock domain keeps it from others
 
     def exec_options(self) -> dict[str, Any]:
         """The fields of initargs.Confined that confine a `netemu exec` process as the host's own
         are (none for a privileged host: it keeps what the machine's root has)."""
         if self.privileged:
             return {}
-        return {"caps": self.caps, "seccomp": self.seccomp}
+        return {"caps": self.caps, "seccomp": self.seccomp, "landlock": self.landlock}
 
     def record(self) -> ConfinementRecord:
         """What the lab's state keeps, for `netemu exec` later."""
         return ConfinementRecord(privileged=self.privileged, caps=f"{self.caps:x}",
-                                 seccomp=self.seccomp.hex() if self.seccomp is not None else None)
+                                 seccomp=self.seccomp.hex() if self.seccomp is not None else None,
+                                 landlock=self.landlock)
 
 
 def of(topo: Topology, node: Node) -> Confinement:
@@ -68,7 +70,16 @@ def of(topo: Topology, node: Node) -> Confinement:
         return Confinement(True, machine_net, caps, None, None)
     held = set(capabilities.names_of(caps))
     rules = (*devices.DEFAULT_RULES, *(device_rule(node, path) for path in node.devices))
-    return Confinement(False, machine_net, caps, seccomp.program(held), rules)
+    return Confinement(False, machine_net, caps, seccomp.program(held), rules, landlock=on_machine_pids(topo, node))
+
+
+def on_machine_pids(topo: Topology, node: Node) -> bool:
+    """`pid: host`, or `pid: container:X` where X (or the node X shares with, and so on) is."""
+    seen: set[str] = set()
+    while node.pid.startswith(CONTAINER) and node.name not in seen:
+        seen.add(node.name)
+        node = topo.nodes[node.pid.removeprefix(CONTAINER)]
+    return node.pid == "host"
 
 
 def on_machine_network(topo: Topology, node: Node) -> bool:
@@ -96,7 +107,8 @@ def from_record(saved: ConfinementRecord | None) -> dict[str, Any]:
     """initargs.Exec's confinement fields from a lab's state (a lab made before confinement: none)."""
     if saved is None or saved.privileged:
         return {}
-    return {"caps": int(saved.caps, 16), "seccomp": bytes.fromhex(saved.seccomp) if saved.seccomp else None}
+    return {"caps": int(saved.caps, 16), "seccomp": bytes.fromhex(saved.seccomp) if saved.seccomp else None,
+            "landlock": saved.landlock}
 
 
 def run_options(node: Node, conf: Confinement) -> dict[str, Any]:

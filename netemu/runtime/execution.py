@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from types import FrameType
 from typing import NoReturn
 
@@ -75,3 +77,20 @@ def run_attached(record: LabRecord, node: str, argv: list[str], env: dict[str, s
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - code if code < 0 else code
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP held off while the body runs (netemu run --rm removing its
+    lab: a second signal, a terminal closing after Ctrl-C, would otherwise leave it half
+    removed); the signals that came are listed, and the first is raised again afterwards."""
+    came: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, _frame: came.append(signum)) for sig in watched}
+    try:
+        yield came
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if came:
+        signal.raise_signal(came[0])

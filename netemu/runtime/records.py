@@ -44,14 +44,18 @@ class ConfinementRecord:
     privileged: bool = False
     caps: str = "0"
     seccomp: str | None = None
+    landlock: bool = False  # a Landlock domain of the host's own (it sees the machine's PIDs)
 
     def to_json(self) -> Json:
-        return {"privileged": self.privileged, "caps": self.caps, "seccomp": self.seccomp}
+        data: Json = {"privileged": self.privileged, "caps": self.caps, "seccomp": self.seccomp}
+        if self.landlock:
+            data["landlock"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Json) -> ConfinementRecord:
         return cls(privileged=bool(data.get("privileged")), caps=str(data.get("caps", "0")),
-                   seccomp=data.get("seccomp"))
+                   seccomp=data.get("seccomp"), landlock=bool(data.get("landlock")))
 
 
 @dataclass
@@ -67,6 +71,7 @@ class NodeExtra:
     userns: str | None = None  # "base:count", netemu-init's --userns
     ipc: str = "shareable"  # the node's `ipc:` (container:<node>: it depends on that node)
     pid: str = "private"  # the node's `pid:`
+    labels: dict[str, str] = field(default_factory=dict)  # the node's `labels:`, free-form, shown by inspect
 
     def to_json(self) -> Json:
         data: Json = {"env": dict(self.env), "image": self.image, "network": self.network,
@@ -79,6 +84,8 @@ class NodeExtra:
         for key, default in (("ipc", "shareable"), ("pid", "private")):
             if getattr(self, key) != default:
                 data[key] = getattr(self, key)
+        if self.labels:
+            data["labels"] = dict(self.labels)
         return data
 
     @classmethod
@@ -89,7 +96,8 @@ class NodeExtra:
                    hostname=str(data.get("hostname", "")), limits=LimitsRecord.from_json(data.get("limits") or {}),
                    confinement=ConfinementRecord.from_json(conf) if isinstance(conf, dict) else None,
                    userns=data.get("userns"), ipc=str(data.get("ipc", "shareable")),
-                   pid=str(data.get("pid", "private")))
+                   pid=str(data.get("pid", "private")),
+                   labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()})
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -147,13 +148,48 @@ class Check:
 
 
 @dataclass
+class RouteCheck:
+    """`{on: r1, route: 10.2.0.0/24, via: 10.1.0.2, dev: eth1, proto: ospf, expect: present}`:
+    judged on the host's own FIB, read over netlink."""
+
+    on: str
+    route: str  # "default" or a CIDR, IPv4 or IPv6
+    via: list[str] = field(default_factory=list)  # next-hop addresses that must all be there (ECMP: a subset)
+    dev: str | None = None
+    proto: str | None = None  # a name (ospf, bgp, static, kernel, ...) or a number
+    table: str = "main"  # main, local, default, or a number
+    expect: str = "present"  # present | absent
+    within: float | None = None
+    line: int | None = None
+
+
+@dataclass
+class CommandCheck:
+    """`{on: r1, exec: "vtysh -c 'show ip ospf neighbor json'", json: {...}, within: 60s}`: the
+    escape hatch for state only a daemon holds. Passes when the exit code, every JSON path and
+    the regex all match."""
+
+    on: str
+    exec: list[str]  # argv; a string in the file becomes ["/bin/sh", "-c", s]
+    exit: int | None = 0  # None: any exit code
+    json: dict[str, Any] | None = None  # dotted path (a.b[0].c) -> the value it must equal
+    regex: str | None = None  # searched in stdout
+    within: float | None = None
+    timeout: float | None = None  # seconds per run of the command
+    line: int | None = None
+
+
+AnyCheck = Check | RouteCheck | CommandCheck
+
+
+@dataclass
 class Topology:
     name: str
     path: Path | None
     nodes: dict[str, Node]
     networks: dict[str, Network] = field(default_factory=dict)
     links: list[Link] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
+    checks: list[AnyCheck] = field(default_factory=list)
 
     def node_addresses(self, node: str) -> list[IPInterface]:
         """Every address of a node, in file order (its 'first address' is [0])."""

@@ -7,11 +7,25 @@ refused, not guessed at; a renamed model field is a new version with its migrati
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from netemu.errors import LabError
-from netemu.topology.model import Bind, Check, Endpoint, Limits, Link, Network, Node, Route, Topology
+from netemu.topology.model import (
+    AnyCheck,
+    Bind,
+    Check,
+    CommandCheck,
+    Endpoint,
+    Limits,
+    Link,
+    Network,
+    Node,
+    Route,
+    RouteCheck,
+    Topology,
+)
 
 VERSION = 1
 Json = dict[str, Any]
@@ -104,15 +118,21 @@ def _link_from(data: Json) -> Link:
 
 
 # checks --------------------------------------------------------------------------------------
-_CHECK_FIELDS = ("src", "dst", "expect", "proto", "port", "via", "seen_as", "within", "timeout", "line")
+# A check's kind is its class; a probe check (the first kind) is saved without one.
+_CHECK_KINDS: dict[str, type[AnyCheck]] = {"probe": Check, "route": RouteCheck, "command": CommandCheck}
 
 
-def _check_to(check: Check) -> Json:
-    return {key: _copy(getattr(check, key)) for key in _CHECK_FIELDS}
+def _check_to(check: AnyCheck) -> Json:
+    data: Json = {f.name: _copy(getattr(check, f.name)) for f in fields(check)}
+    kind = next(name for name, cls in _CHECK_KINDS.items() if isinstance(check, cls))
+    if kind != "probe":
+        data["kind"] = kind
+    return data
 
 
-def _check_from(data: Json) -> Check:
-    return Check(**{key: _copy(data[key]) for key in _CHECK_FIELDS})
+def _check_from(data: Json) -> AnyCheck:
+    cls = _CHECK_KINDS[data.get("kind", "probe")]
+    return cls(**{f.name: _copy(data[f.name]) for f in fields(cls) if f.name in data})
 
 
 def _copy(value: Any) -> Any:

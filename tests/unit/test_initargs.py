@@ -51,6 +51,7 @@ SAMPLES: dict[str, object] = {
     "caps": 0xA80425FB,
     "seccomp": bytes(range(24)),
     "tty": True,
+    "landlock": True,
 }
 REQUIRED = {RUN: {"status_fd": 3, "upper": "/u", "work": "/w", "merged": "/m"}, EXEC: {"pid": 4242, "command": ["sh"]}}
 CLASSES: dict[str, type[Run] | type[Exec]] = {RUN: Run, EXEC: Exec}

@@ -178,3 +178,10 @@ def test_pull_directories_are_swept_only_once_abandoned(tmp_path):
     store.remove_image("y", in_use=lambda _name: [])
     assert not abandoned.exists()
     assert Pulled("docker://x").digest == ""
+
+
+@pytest.mark.parametrize("text", ["busybox:\u00e9t\u00e9", "busybox:\u0661\u0662", "busybox:tag\u00b2"])
+def test_a_tag_is_ascii_as_in_docker(text):
+    """Python's \\w matches every alphabet's letters and digits; Docker's tag grammar is ASCII."""
+    with pytest.raises(InputError, match="is not a tag"):
+        parse_reference(text)
