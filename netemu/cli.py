@@ -81,9 +81,10 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 def validate(file: str) -> None:
-    """Check FILE without touching the kernel."""
+    """Check FILE (netemu's, a containerlab .clab.yml, a Kathara lab.conf or its directory)
+    without touching the kernel."""
     topo = api.load(file)
     click.echo(f"{file}: ok: lab '{topo.name}', {len(topo.nodes)} nodes, {len(topo.networks)} networks, "
                f"{len(topo.links)} links, {len(topo.checks)} checks")
@@ -159,7 +160,7 @@ def completion(shell: str) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @PULL
 @QUIET
 @VERBOSE
@@ -400,7 +401,7 @@ SECONDS = click.FloatRange(min=0.01, max=3600)
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--lab", "lab_name", help="Check this running lab (default: the lab the file names).",
               shell_complete=_complete_labs)
 @click.option("--format", "fmt", type=FORMATS, default="table")

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,28 @@ class LayerDirs:
             if fd >= 0:
                 os.close(fd)
 
+    def copy_in(self, source: Path, *, keep_setid: bool = False) -> list[str]:
+        """Copy the tree `source` (a directory of the user's, on the machine) over the host's root:
+        into the writable layer, where each file shadows the image's file of that name.
+
+        The source is the user's: its regular files, directories and symbolic links are copied
+        (a link as a link, never followed), with their permission bits, owned by the host's
+        root; setuid and setgid bits only with `keep_setid` (a privileged node). Devices, FIFOs
+        and sockets are skipped. The destination is the host's: on a restart it holds what the
+        host wrote, symbolic links to anywhere included, so it is walked as `inject` walks it,
+        through descriptors with O_NOFOLLOW, and a link (or a file) where a directory of the
+        source goes is left as the host made it, with nothing copied below it. Returns one note
+        per entry not copied, for the node's console.log."""
+        notes: list[str] = []
+        top = os.open(self.upper, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _copy_dir(str(source), top, "", _CopyRules(keep_setid, notes))
+        except RecursionError:
+            raise OSError(errno.ELOOP, f"{source}: the tree is too deep to copy") from None
+        finally:
+            os.close(top)
+        return notes
+
     def open_console(self) -> int:
         """The node's console.log for appending (0600, whatever the umask), as a descriptor."""
         fd = os.open(self.base / "console.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -94,6 +117,114 @@ def _enter(parent: int, name: str, relpath: str) -> int:
         raise
     finally:
         os.close(parent)
+
+
+@dataclass
+class _CopyRules:
+    keep_setid: bool
+    notes: list[str]
+
+
+_SETID = stat.S_ISUID | stat.S_ISGID
+
+
+def _copy_dir(source: str, dest: int, rel: str, rules: _CopyRules) -> None:
+    """Copy the entries of directory `source` into the layer's directory descriptor `dest`."""
+    with os.scandir(source) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        where = f"{rel}/{entry.name}"
+        st = entry.stat(follow_symlinks=False)
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                _copy_subdir(entry.path, dest, entry.name, where, stat.S_IMODE(st.st_mode), rules)
+            elif stat.S_ISREG(st.st_mode):
+                mode = stat.S_IMODE(st.st_mode) & (~0 if rules.keep_setid else ~_SETID)
+                _copy_file(entry.path, dest, entry.name, mode)
+            elif stat.S_ISLNK(st.st_mode):
+                _replace_symlink(dest, entry.name, os.readlink(entry.path))
+            else:
+                rules.notes.append(f"{where}: not copied: {_kind(st.st_mode)} (only files, directories and links are)")
+        except UnsafeLayerPath as exc:
+            rules.notes.append(f"{where}: not copied: {exc.strerror}")
+        except IsADirectoryError:  # the host has a directory where the source has a file or link
+            rules.notes.append(f"{where}: not copied: the host has a directory there")
+
+
+def _copy_subdir(source: str, parent: int, name: str, where: str, mode: int, rules: _CopyRules) -> None:
+    fd = _open_subdir(parent, name, where)
+    try:
+        os.fchmod(fd, mode)  # the host's own directory, reached without following links
+        os.fchown(fd, 0, 0)
+        _copy_dir(source, fd, where, rules)
+    finally:
+        os.close(fd)
+
+
+def _open_subdir(parent: int, name: str, where: str) -> int:
+    """Directory `name` below `parent` (made when missing, or where an overlay whiteout says the
+    host deleted it), never through a symbolic link; `parent` stays open."""
+    for _ in range(2):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=parent)  # its mode is set once it is open
+        try:
+            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):  # a whiteout is a 0:0 device
+                raise UnsafeLayerPath(errno.ELOOP, f"'{where}' in the host's root is not a directory "
+                                      "(a symbolic link?): netemu writes nothing through it") from None
+            os.unlink(name, dir_fd=parent)
+    raise UnsafeLayerPath(errno.EBUSY, f"'{where}' in the host's root keeps changing")
+
+
+def _copy_file(source: str, directory: int, name: str, mode: int) -> None:
+    """Copy regular file `source` over `name` in `directory`, atomically, never following a link
+    there (a link in its place is replaced)."""
+    tmp = f".{name}.netemu-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=directory)
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                      dir_fd=directory)
+        try:
+            with open(src, "rb", closefd=False) as reader, open(out, "wb", closefd=False) as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+            os.fchown(out, 0, 0)
+            os.fchmod(out, mode)  # after the chown, which clears setuid bits
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
+    _rename_over(directory, tmp, name)
+
+
+def _replace_symlink(directory: int, name: str, target: str) -> None:
+    tmp = f".{name}.netemu-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=directory)
+    os.symlink(target, tmp, dir_fd=directory)
+    _rename_over(directory, tmp, name)
+
+
+def _rename_over(directory: int, tmp: str, name: str) -> None:
+    try:
+        os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=directory)
+        raise
+
+
+def _kind(mode: int) -> str:
+    for test, label in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return label
+    return "an unknown kind of file"
 
 
 def _replace_file(directory: int, name: str, data: bytes, mode: int) -> None:

@@ -20,6 +20,7 @@ from netemu.progress import Say, Step
 from netemu.runtime import state
 from netemu.runtime.records import LabRecord
 from netemu.topology import Invalid, Item, load_topology, parse_checks, parse_tree
+from netemu.topology.loader import is_foreign
 from netemu.topology.model import AnyCheck, Check, CommandCheck, Endpoint, Link, Node, RouteCheck
 
 DEFAULT_TIMEOUT = 2.0
@@ -40,6 +41,9 @@ def load_checks(path: str | Path, lab: str | None = None) -> CheckSet:
     or a bare list of checks. A checks file is validated against the running lab: its nodes and
     interfaces. `lab` overrides the lab the file names."""
     path = Path(path)
+    if is_foreign(path):  # a containerlab or Kathara lab: its checks, if any, are the model's
+        topo = load_topology(path)
+        return CheckSet(lab or topo.name, topo.checks, str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -216,8 +220,9 @@ def evaluate(check: Check, result: ProbeResult) -> tuple[bool, str]:
         return False, f"expected {check.expect}, saw {result.describe()}"
     problems = []
     arrived = result.outcome in (REACHABLE, REFUSED)  # the target's stack got the probe
-    if arrived and check.via and not _visits(result, check.via):
-        problems.append(f"expected the path via {', '.join(check.via)}, saw {result.path_text()}")
+    if arrived and check.via and not _visits(result, check.via, exact=check.path == "exact"):
+        how = "exactly" if check.path == "exact" else "via"
+        problems.append(f"expected the path {how} {', '.join(check.via)}, saw {result.path_text()}")
     if arrived and check.seen_as and result.seen_source != check.seen_as:
         if result.seen_source is None:
             problems.append(f"expected it to arrive from {check.seen_as}, but no lab host saw it arrive")
@@ -234,10 +239,17 @@ def evaluate(check: Check, result: ProbeResult) -> tuple[bool, str]:
     return True, result.describe() + extra
 
 
-def _visits(result: ProbeResult, via: list[str]) -> bool:
-    """The routers of `via` appear on the path in that order (others may come between)."""
-    hops = iter(hop.node for hop in result.path or [])
-    return all(any(node == wanted for node in hops) for wanted in via)
+def _visits(result: ProbeResult, via: list[str], exact: bool = False) -> bool:
+    """The steps of `via` (nodes or addresses) appear on the path in that order: others may come
+    between, unless `exact`. The target is the path's last step: `via: [r1, pc2]` holds when the
+    probe reached pc2 through r1, and an exact list may name it or leave it out."""
+    steps = [{hop.node, hop.address} for hop in result.path or []]
+    steps.append({result.target_node, result.address})
+    if exact:
+        return any(len(want) == len(steps) and all(w in s for w, s in zip(want, steps, strict=True))
+                   for want in (via, [*via, result.target_node or result.address]))
+    remaining = iter(steps)
+    return all(any(wanted in step for step in remaining) for wanted in via)
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -279,6 +291,7 @@ def run_checks(record: LabRecord, checks: list[Check], file: str | None = None,
             say(Step("checks", len(checks) - len(pending), len(checks)))
             if pending:
                 time.sleep(max(0.0, round_start + RETRY_PAUSE - time.monotonic()))
+                engine.view.refresh()  # addresses a daemon set meanwhile count as the kernel has them
     report.results = [results[i] for i in sorted(results)]
     report.elapsed = time.monotonic() - started
     return report

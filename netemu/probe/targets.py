@@ -1,5 +1,10 @@
 """A running lab as the probes see it: which network namespace each node uses, its addresses,
-and which node owns an address (to name the routers of a traced path)."""
+and which node owns an address (to name the routers of a traced path).
+
+The kernel is the source of truth: the file's addresses come first, then every address the
+hosts have now (set by a routing daemon or an `exec:` step), read over netlink each time the
+view is refreshed. A node named as a target answers on its lab links: an address on a NAT'd
+network (the default bridge, a management network) is used only when it has no other."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netemu.errors import InputError, LabError
+from netemu.linux import netlink
 from netemu.runtime.records import LabRecord
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -21,13 +27,15 @@ class NodeView:
     netns_pid: int | None  # None: the machine's own namespace (network: host)
     network: str
     alive: bool
-    addresses: list[IPInterface] = field(default_factory=list)  # in the file's order
+    addresses: list[IPInterface] = field(default_factory=list)  # the file's, in order, then the kernel's
     ifaces: dict[str, list[IPInterface]] = field(default_factory=dict)
+    outside: set[IPInterface] = field(default_factory=set)  # on a NAT'd network: a target's last choice
 
 
 class LabView:
-    def __init__(self, record: LabRecord | dict[str, Any]) -> None:
-        """From a lab's record, or its wire form (LabRecord.to_json, as another machine sends it)."""
+    def __init__(self, record: LabRecord | dict[str, Any], live: bool = True) -> None:
+        """From a lab's record, or its wire form (LabRecord.to_json, as another machine sends it);
+        `live`: and from the hosts' kernels now (refresh)."""
         if isinstance(record, dict):
             record = LabRecord.from_json(record)
         self.name: str = record.name
@@ -49,6 +57,44 @@ class LabView:
         for net, network in record.networks.items():
             for gateway in network.gateways:
                 self.labels.setdefault(ipaddress.ip_interface(gateway).ip, f"{net} (bridge)")
+        self.nat_subnets = [ipaddress.ip_network(s) for n in record.networks.values() if n.nat for s in n.subnets]
+        for view in self.nodes.values():
+            view.outside = {a for a in view.addresses if self._outside(a)}
+        if live:
+            self.refresh()
+
+    def _outside(self, address: IPInterface) -> bool:
+        return any(address.ip in subnet for subnet in self.nat_subnets if subnet.version == address.version)
+
+    def refresh(self) -> None:
+        """Add what the hosts' kernels have now that the file did not say: one address dump per
+        network namespace. A namespace that went away meanwhile (a host stopping) is skipped."""
+        for netns_pid, name in self.netns_owners().items():
+            if netns_pid is None:
+                continue  # the machine's own addresses are not the lab's
+            try:
+                with netlink.Socket(netns_pid) as sock:
+                    names = {link.index: link.name for link in sock.links()}
+                    found = [(names.get(a.index, ""), a.interface) for a in sock.addresses()]
+            except (OSError, netlink.RtnlError):
+                continue
+            self._learn(self._namespace_owner(netns_pid, name), found)
+
+    def _namespace_owner(self, netns_pid: int, fallback: str) -> NodeView:
+        """The node whose namespace it is (its PID 1 made it), not one that shares it."""
+        return next((v for v in self.nodes.values() if v.pid == netns_pid), self.nodes[fallback])
+
+    def _learn(self, view: NodeView, found: list[tuple[str, IPInterface]]) -> None:
+        for iface, address in found:
+            if address.ip.is_loopback or address.ip.is_link_local:
+                continue
+            if address not in view.ifaces.setdefault(iface, []):
+                view.ifaces[iface].append(address)
+            if address not in view.addresses:
+                view.addresses.append(address)
+                if self._outside(address):
+                    view.outside.add(address)
+            self.labels.setdefault(address.ip, view.name)
 
     def node(self, name: str) -> NodeView:
         if name not in self.nodes:
@@ -68,7 +114,8 @@ class LabView:
             seen.add(name)
             view = self.node(name)
             if view.addresses:
-                return view.addresses[0].ip
+                inside = [a for a in view.addresses if a not in view.outside]
+                return (inside or view.addresses)[0].ip
             if not view.network.startswith("container:"):
                 return None
             name = view.network.split(":", 1)[1]

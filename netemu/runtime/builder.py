@@ -61,6 +61,7 @@ class Builder:
             self.running = {name: info for name, info in record.nodes.items() if name not in only and info.pid}
 
     def apply(self) -> None:
+        nodes.check_sources(self.topo, self.targets)  # a missing `files:` directory: nothing made yet
         if self.only is None:
             needs_forwarding = any(n.nat for n in self.topo.networks.values()) or any(
                 n.ports for n in self.topo.nodes.values())
@@ -86,15 +87,20 @@ class Builder:
     # hosts ---------------------------------------------------------------------------------
     def _start_nodes(self) -> None:
         # A host with `network:`, `ipc:` or `pid: container:<other>` joins namespaces of a host
-        # that must run first: every round starts the hosts whose others all run (the loader
-        # refused loops; a restart's others run already, nodectl checked it).
+        # that must run first, and one with `wait_for:` starts after those nodes: every round
+        # starts the hosts whose others all run (the loader refused loops; a restart's others
+        # run already, nodectl checked it). `wait_for` orders only the nodes started together:
+        # a restarted node does not wait for, nor need, a node that is stopped.
         waiting = {n.name: n for n in self.targets}
+        self.rounds: list[list[Node]] = []
         while waiting:
-            ready = [n for n in waiting.values() if all(other in self.running for _, other in n.shares())]
+            ready = [n for n in waiting.values() if all(other in self.running for _, other in n.shares())
+                     and not any(other in waiting for other in n.wait_for)]
             if not ready:
-                raise InputError("container:<node> references form a cycle or name a stopped node: "
+                raise InputError("container:<node> or wait_for references form a cycle or name a stopped node: "
                                  + ", ".join(waiting))
             self._launch(ready)
+            self.rounds.append(ready)
             for node in ready:
                 del waiting[node.name]
         self.say(f"{len(self.targets)} hosts started")
@@ -200,7 +206,8 @@ class Builder:
             raise LabError(f"networks: {e.strerror}") from None
         for net in bridges:
             self.record.networks[net.name] = NetworkRecord(
-                bridge=names[net.name], gateways=[str(g) for g in net.gateways], subnets=[str(s) for s in net.subnets])
+                bridge=names[net.name], gateways=[str(g) for g in net.gateways], subnets=[str(s) for s in net.subnets],
+                nat=net.nat)
             if net.uplink:
                 host = self._host_socket()
                 saved = uplinks.describe(net.uplink, net.name)
@@ -331,7 +338,8 @@ class Builder:
 
     # programs ------------------------------------------------------------------------------
     def _start_commands(self) -> None:
-        for node in self.targets:
+        # In the order the hosts started: a node's programs start after those it waits for.
+        for node in (node for batch in self.rounds for node in batch):
             if not node.idle and nodes.command(node):  # the node's cmd, or its image's Entrypoint/Cmd
                 os.kill(self.running[node.name].pid, signal.SIGUSR1)
 

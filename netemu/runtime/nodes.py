@@ -23,12 +23,16 @@ from netemu.topology.model import Node, Topology
 
 START_TIMEOUT = 30.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHIM_DIR = "/usr/local/sbin"  # where `systemctl: true` puts netemu's systemctl, first in the host's PATH
+SYSTEMCTL_SHIM = SHIM_DIR + "/systemctl"
 
 
 def base_env(node: Node) -> dict[str, str]:
     """The environment of the node's programs: defaults, then the image's Env, then the node's `env`."""
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": node.hostname or node.name, "TERM": "xterm"}
     env.update(node_env(node))
+    if node.systemctl:
+        env["PATH"] = _shim_first(env["PATH"])
     return env
 
 
@@ -37,7 +41,15 @@ def node_env(node: Node) -> dict[str, str]:
     info = image_of(node)
     env = dict(item.split("=", 1) for item in (info.env if info else []) if "=" in item)
     env.update(node.env)
+    if node.systemctl and "PATH" in env:  # the record's env is what `netemu exec` runs with
+        env["PATH"] = _shim_first(env["PATH"])
     return env
+
+
+def _shim_first(path: str) -> str:
+    """PATH with SHIM_DIR first: an image with systemd's own systemctl in /usr/bin or /bin
+    (kathara/frr) must run netemu's, since systemd is not the host's PID 1."""
+    return ":".join([SHIM_DIR, *(part for part in path.split(":") if part and part != SHIM_DIR)])
 
 
 def image_of(node: Node) -> images.ImageInfo | None:
@@ -50,8 +62,11 @@ def image_of(node: Node) -> images.ImageInfo | None:
 
 def command(node: Node) -> list[str] | None:
     """The host's main program, Docker's way: the image's Entrypoint, then the node's `cmd` or else
-    the image's Cmd."""
+    the image's Cmd. A node's `entrypoint` replaces the image's and, as `docker run
+    --entrypoint` does, drops the image's Cmd too ([] leaves the node's `cmd` alone)."""
     info = image_of(node)
+    if node.entrypoint is not None:
+        return [*node.entrypoint, *(node.cmd or [])] or None
     if info is None:
         return node.cmd
     return [*(info.entrypoint or []), *(node.cmd or info.cmd or [])] or None
@@ -122,6 +137,20 @@ class Prepared:
     confinement: confinement.Confinement
 
 
+def check_sources(topo: Topology, targets: list[Node]) -> None:
+    """The machine's files the nodes take (`files:` directories, bind sources) exist: checked
+    for every node before `up` (or `node start`) makes anything."""
+    for node in targets:
+        where = f"{topo.path}:{node.line}: nodes.{node.name}"
+        for directory in node.files:
+            if not Path(directory).is_dir():
+                missing = "is not a directory" if Path(directory).exists() else "does not exist"
+                raise InputError(f"{where}.files: {directory} {missing}")
+        for bind in node.binds:
+            if not Path(bind.source).exists():
+                raise InputError(f"{where}.binds: bind source {bind.source} does not exist")
+
+
 def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> Prepared:
     """The host's cgroup (with its limits), its writable layer with /etc files injected, and
     its confinement (computed once: it may read another lab's record, which can change)."""
@@ -135,13 +164,17 @@ def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> Pre
         restrict_devices(group, list(conf.device_rules))
     layers = rootfs.LayerDirs(paths.layers_dir(topo.name, node.name))
     layers.create()
+    copy_files(layers, node)
+    if node.systemctl:
+        inject(layers, {SYSTEMCTL_SHIM: (SYSTEMCTL_SCRIPT, 0o755)})
     hostname = node.hostname or node.name
     peers = lab_hosts + list(node.extra_hosts.items())
-    inject_etc(layers, {"hostname": hostname + "\n", "hosts": rootfs.hosts_file(hostname, peers),
-                        "resolv.conf": rootfs.resolv_conf(node.dns, node.dns_search)})
-    for bind in node.binds:
-        if not Path(bind.source).exists():
-            raise InputError(f"node {node.name}: bind source {bind.source} does not exist")
+    etc = {"hostname": hostname + "\n", "hosts": rootfs.hosts_file(hostname, peers),
+           "resolv.conf": rootfs.resolv_conf(node.dns, node.dns_search)}
+    # A file the lab's own `files:` directories bring (Kathara's r1/etc/hosts) is the user's
+    # word for it, as in Kathara: netemu's generated one does not replace it.
+    given = {name for name in etc for directory in node.files if Path(directory, "etc", name).is_file()}
+    inject_etc(layers, {name: text for name, text in etc.items() if name not in given})
     return Prepared(group, layers, conf)
 
 
@@ -149,12 +182,36 @@ def inject_etc(layers: rootfs.LayerDirs, files: dict[str, str]) -> None:
     """The host's /etc files, in its writable layer. A host that replaced its /etc with a
     symbolic link (seen at `node start|restart`) keeps what it made: netemu writes nothing
     through the link, and says so in the node's console.log."""
-    for name, content in files.items():
+    inject(layers, {f"/etc/{name}": (content, 0o644) for name, content in files.items()})
+
+
+def inject(layers: rootfs.LayerDirs, files: dict[str, tuple[str, int]]) -> None:
+    """Files (absolute paths inside the host: content and mode) written into the writable layer,
+    never through a link the host made (see inject_etc)."""
+    for path, (content, mode) in files.items():
         try:
-            layers.inject(f"etc/{name}", content)
+            layers.inject(path.lstrip("/"), content, mode)
         except rootfs.UnsafeLayerPath as exc:
-            with open(layers.open_console(), "a") as log:
-                log.write(f"netemu: /etc/{name} left as the host made it: {exc.strerror}\n")
+            _console_note(layers, f"{path} left as the host made it: {exc.strerror}")
+
+
+def copy_files(layers: rootfs.LayerDirs, node: Node) -> None:
+    """The node's `files:` directories copied over its root, in order (a later one wins), at
+    every start: what the host changed in them is put back as the file has it. What could not
+    be copied (a device in the source, a link the host put where a directory goes) is named in
+    the node's console.log."""
+    for directory in node.files:
+        try:
+            notes = layers.copy_in(Path(directory), keep_setid=node.privileged)
+        except FileNotFoundError as exc:  # checked before up; gone since
+            raise InputError(f"node {node.name}: files: {exc.filename or directory} does not exist") from None
+        for note in notes:
+            _console_note(layers, f"files {directory}: {note}")
+
+
+def _console_note(layers: rootfs.LayerDirs, text: str) -> None:
+    with open(layers.open_console(), "a") as log:
+        log.write(f"netemu: {text}\n")
 
 
 def restrict_devices(group: Cgroup, rules: list[devices.Rule]) -> None:
@@ -258,7 +315,104 @@ def running(launch: Launch, pid: int, netns_pid: int | None) -> NodeRecord:
     limits = LimitsRecord(cpus=node.limits.cpus, memory=node.limits.memory, pids=node.limits.pids)
     extra = NodeExtra(env=node_env(node), image=node.image, network=node.network, hostname=node.hostname or node.name,
                       limits=limits, confinement=launch.confinement.record(),
-                      userns=launch.userns.arg() if launch.userns else None, ipc=node.ipc, pid=node.pid)
+                      userns=launch.userns.arg() if launch.userns else None, ipc=node.ipc, pid=node.pid,
+                      labels=dict(node.labels))
     return NodeRecord(name=node.name, pid=pid, start_time=procs.start_time(pid), netns_pid=netns_pid,
                       cgroup=launch.group.relpath, layers=str(launch.layers.base), console=str(launch.console),
                       extra=extra)
+
+
+# `systemctl: true`: services started, stopped and asked about without systemd, which is never
+# the host's PID 1 (netemu-init is). Kathara startup files and images such as kathara/frr call
+# `systemctl start frr`; this maps each unit to its init script, as systemd's own LSB support
+# would: FRR's /usr/lib/frr/frrinit.sh, else /etc/init.d/UNIT, else `service UNIT ACTION`.
+# Exit codes are systemctl's: 0 done or active, 1 failed, 3 inactive (status, is-active), 4 no
+# such unit (status), 5 no such unit (start and the others).
+SYSTEMCTL_SCRIPT = r"""#!/bin/sh
+# netemu's systemctl (the node has `systemctl: true`): systemd is not PID 1 here, so units are
+# run through their init scripts. The machine's systemctl, if the image has one, is untouched.
+set -f
+action="" now="" quiet="" units=""
+for arg in "$@"; do
+    case "$arg" in
+        --now) now=1 ;;
+        -q|--quiet) quiet=1 ;;
+        -*) ;;  # --no-pager, --no-block, --system...: nothing to page, queue or choose
+        *) if [ -z "$action" ]; then action=$arg; else units="$units ${arg%.service}"; fi ;;
+    esac
+done
+
+script_of() {
+    if [ "$1" = frr ] && [ -x /usr/lib/frr/frrinit.sh ]; then echo /usr/lib/frr/frrinit.sh; return 0; fi
+    if [ -x "/etc/init.d/$1" ]; then echo "/etc/init.d/$1"; return 0; fi
+    return 1
+}
+
+# run UNIT ACTION: the init script's exit code; 127 when the unit has none
+run() {
+    if script=$(script_of "$1"); then "$script" "$2"; return $?; fi
+    # `service` of an image may call systemctl again: once only
+    [ -z "${NETEMU_SYSTEMCTL:-}" ] && command -v service >/dev/null 2>&1 || return 127
+    out=$(NETEMU_SYSTEMCTL=1 service "$1" "$2" 2>&1)
+    code=$?
+    if [ "$code" -ne 0 ]; then
+        case "$out" in *"unrecognized service"*|*"does not exist"*|*"not found"*) return 127 ;; esac
+    fi
+    [ -n "$out" ] && printf '%s\n' "$out"
+    return "$code"
+}
+
+quietly() { if [ -n "$quiet" ]; then "$@" >/dev/null 2>&1; else "$@"; fi; }
+
+act() {  # UNIT ACTION, for start, stop, restart and reload
+    quietly run "$1" "$2"
+    code=$?
+    [ "$code" -eq 0 ] && return 0
+    if [ "$code" -eq 127 ]; then echo "Failed to $2 $1.service: Unit $1.service not found." >&2; return 5; fi
+    echo "Job for $1.service failed: its init script exited with $code." >&2
+    return 1
+}
+
+status() {  # UNIT [show]: 0 running, 3 not running, 4 no such unit
+    run "$1" status >/dev/null 2>&1
+    code=$?
+    case "$code" in
+        0) state=active ;;
+        127) state=unknown ;;
+        *) state=inactive ;;
+    esac
+    if [ "$2" = show ] && [ -z "$quiet" ]; then
+        echo "* $1.service (netemu: /etc/init.d style, no systemd)"
+        echo "     Active: $state"
+    elif [ -z "$quiet" ]; then
+        echo "$state"
+    fi
+    case "$state" in active) return 0 ;; unknown) return 4 ;; *) return 3 ;; esac
+}
+
+[ -n "$action" ] || { echo "systemctl: netemu's systemctl needs a command (start, stop, status...)" >&2; exit 1; }
+case "$action" in daemon-reload|daemon-reexec) exit 0 ;; esac
+[ -n "$units" ] || { echo "systemctl: $action needs a unit" >&2; exit 1; }
+
+result=0
+for unit in $units; do
+    case "$action" in
+        start|stop|restart|reload) act "$unit" "$action"; code=$? ;;
+        try-restart|condrestart)
+            code=0
+            if status "$unit" quiet >/dev/null; then act "$unit" restart; code=$?; fi ;;
+        reload-or-restart) act "$unit" restart; code=$? ;;
+        status) status "$unit" show; code=$? ;;
+        is-active) status "$unit" state; code=$? ;;
+        enable|disable)  # nothing starts at boot here: only --now does something
+            code=0
+            if [ -n "$now" ] && [ "$action" = enable ]; then act "$unit" start; code=$?; fi
+            if [ -n "$now" ] && [ "$action" = disable ]; then act "$unit" stop; code=$?; fi ;;
+        is-enabled) if script_of "$unit" >/dev/null; then echo enabled; code=0; else echo disabled; code=1; fi ;;
+        mask|unmask) code=0 ;;
+        *) echo "systemctl: '$action' is not supported by netemu's systemctl" >&2; exit 1 ;;
+    esac
+    [ "$code" -ne 0 ] && result=$code
+done
+exit $result
+"""

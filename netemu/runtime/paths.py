@@ -64,16 +64,34 @@ def layers_dir(lab: str, node: str | None = None) -> Path:
 
 def cgroup_path(lab: str, node: str | None = None) -> str:
     lab = _component(lab)
-    return f"{CGROUP_ROOT}/{lab}" if node is None else f"{CGROUP_ROOT}/{lab}/{_component(node)}"
+    return f"{CGROUP_ROOT}/{lab}" if node is None else f"{CGROUP_ROOT}/{lab}/{cgroup_component(node)}"
+
+
+# Files of a cgroup directory whose names a node could have: every v2 file and most v1 ones
+# hold a '.', which node names may now hold too (r1.site, cpu.max); these three v1 files do not.
+_CGROUP_FILES = frozenset({"tasks", "notify_on_release", "release_agent"})
+
+
+def cgroup_component(node: str) -> str:
+    """A node's cgroup directory, beside the lab group's control files. A name of the lab
+    alphabet ([a-z0-9-], never one of those files) stays as it is, so groups look as they
+    always did; any other (PC1, r1.site, srl_1, cpu.max, tasks) gets a '_' in front, which no
+    control file starts with and no node name does (node names start with a letter or digit),
+    so two nodes never share a group and no node is a control file."""
+    name = _component(node)
+    return name if NAME_RE.fullmatch(name) and name not in _CGROUP_FILES else "_" + name
 
 
 def netns_prefix(lab: str) -> str:
-    # "." cannot occur in lab or node names, so one lab's prefix never matches another lab.
+    # "." cannot occur in lab names, so one lab's prefix never matches another lab (node names
+    # may hold dots: the lab is what comes before the first one).
     return f"{NETNS_PREFIX}{_component(lab)}."
 
 
 def netns_name(lab: str, node: str) -> str:
-    return netns_prefix(lab) + node
+    """The `ip netns` name of a node: node names are case-sensitive file names there, and
+    the loader refuses names that only differ in case, so none collide either way."""
+    return netns_prefix(lab) + _component(node)
 
 
 def lab_of_netns(name: str) -> str | None:

@@ -145,6 +145,7 @@ class NetworkRecord:
     machine_bridge: bool = False  # an existing bridge of the machine, joined and never changed
     driver: str = "bridge"
     parent: str | None = None  # macvlan's uplink
+    nat: bool = False  # masqueraded to the outside: the default bridge, a management network
 
     def to_json(self) -> Json:
         if self.driver == "macvlan":
@@ -152,6 +153,8 @@ class NetworkRecord:
         data: Json = {"bridge": self.bridge, "gateways": list(self.gateways), "subnets": list(self.subnets)}
         if self.machine_bridge:
             data["machine_bridge"] = True
+        if self.nat:
+            data["nat"] = True
         return data
 
     @classmethod
@@ -159,7 +162,7 @@ class NetworkRecord:
         return cls(bridge=data.get("bridge"), gateways=[str(g) for g in data.get("gateways", [])],
                    subnets=[str(s) for s in data.get("subnets", [])],
                    machine_bridge=bool(data.get("machine_bridge")), driver=str(data.get("driver", "bridge")),
-                   parent=data.get("parent"))
+                   parent=data.get("parent"), nat=bool(data.get("nat")))
 
 
 @dataclass

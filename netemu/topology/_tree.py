@@ -1,8 +1,11 @@
 """YAML text -> a tree of located values, so that every later error can name its line and key path.
 
 PyYAML's composer gives nodes with marks; this module turns them into `Item`s (value, line, key
-path) while refusing what makes YAML dangerous or ambiguous in a configuration file: aliases
-and anchors (alias bombs), duplicate keys (the last one silently wins) and custom tags.
+path) while refusing what makes YAML dangerous or ambiguous in a configuration file: duplicate
+keys (the last one silently wins) and custom tags. Anchors, aliases and merge keys (`<<: *x`)
+are expanded here, not by PyYAML, so that the expansion is bounded: every value reached through
+an alias counts, and past ALIAS_EXPANSION_MAX the file is refused (an alias bomb, the "billion
+laughs", is a few lines that would expand to 10^9 values).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import yaml
 T = TypeVar("T")
 _STD_TAG = "tag:yaml.org,2002:"
 _NULL_TAG = _STD_TAG + "null"
-_ALIAS_TAG = "!netemu-alias"  # marker node standing for an alias we refuse to expand
+_MERGE_TAG = _STD_TAG + "merge"  # a plain `<<` key
+_ALIAS_TAG = "!netemu-alias"  # marker node standing for an alias, expanded (bounded) by to_item
+# Values reached through aliases, in all: a file reusing a block of defaults in every node of a
+# thousand-node lab stays far below it, an alias bomb reaches it in a few milliseconds.
+ALIAS_EXPANSION_MAX = 100_000
 
 
 class Invalid(Exception):
@@ -119,32 +126,67 @@ def child_path(parent: str, key: str) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """Composes without expanding aliases: an alias becomes a marker node the tree rejects."""
+    """Composes without expanding aliases (an alias becomes a marker node pointing at its
+    anchor's node); to_item expands them, counting every value it reaches through one."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.expanded = 0  # values reached through aliases so far
+        self.expanding = 0  # aliases being expanded, one inside the other
+        self.open: set[int] = set()  # ids of the collections being converted: an alias to one recurses
+        self.outermost: tuple[int, str, str] = (0, "", "")  # line, key path and anchor of the alias written
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.get_event()
-            return yaml.ScalarNode(_ALIAS_TAG, event.anchor, event.start_mark, event.end_mark)
-        anchor = getattr(self.peek_event(), "anchor", None)
-        node = super().compose_node(parent, index)
-        if anchor is not None:
-            node.netemu_anchor = anchor
-        return node
+            if event.anchor not in self.anchors:
+                raise yaml.composer.ComposerError(None, None, f"found undefined alias *{event.anchor}",
+                                                  event.start_mark)
+            marker = yaml.ScalarNode(_ALIAS_TAG, event.anchor, event.start_mark, event.end_mark)
+            marker.netemu_target = self.anchors[event.anchor]
+            return marker
+        return super().compose_node(parent, index)
 
     def to_item(self, node: Any, path: str, key_line: int | None = None) -> Item:
-        line = node.start_mark.line + 1
         if node.tag == _ALIAS_TAG:
-            raise Invalid(line, path, f"aliases are not allowed (*{node.value})")
-        if getattr(node, "netemu_anchor", None):
-            anchor = node.netemu_anchor
-            raise Invalid(line, path, f"anchors are not allowed (&{anchor}): aliases are not allowed")
+            return self._expand(node, path, key_line)
+        if self.expanding:
+            self.expanded += 1
+            if self.expanded > ALIAS_EXPANSION_MAX:
+                line, where, anchor = self.outermost
+                raise Invalid(line, where, f"alias *{anchor} expands too far: aliases are not allowed to reach more "
+                              f"than {ALIAS_EXPANSION_MAX} values in all (an alias bomb?)")
+        return self._item(node, path, key_line)
+
+    def _expand(self, marker: Any, path: str, key_line: int | None) -> Item:
+        """The anchored node an alias names, as a fresh Item at the alias's key path (errors in
+        it name the line where the anchor's value is written)."""
+        target = marker.netemu_target
+        if id(target) in self.open:  # `&a [*a]`: the composer lets an alias name its own parent
+            raise Invalid(marker.start_mark.line + 1, path, f"alias *{marker.value} is inside its own anchor")
+        if not self.expanding:  # an alias bomb is reported where the file uses it
+            self.outermost = (marker.start_mark.line + 1, path, marker.value)
+        self.expanding += 1
+        try:
+            return self.to_item(target, path, key_line)
+        finally:
+            self.expanding -= 1
+
+    def _item(self, node: Any, path: str, key_line: int | None) -> Item:
+        line = node.start_mark.line + 1
         if not node.tag.startswith(_STD_TAG):
             raise Invalid(line, path, f"YAML tag '{node.tag}' is not allowed")
-        if isinstance(node, yaml.MappingNode):
-            return Item(self._mapping(node, path), line, path, key_line=key_line)
-        if isinstance(node, yaml.SequenceNode):
-            children = [self.to_item(child, f"{path}[{i}]") for i, child in enumerate(node.value)]
-            return Item(children, line, path, key_line=key_line)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            self.open.add(id(node))
+            try:
+                if isinstance(node, yaml.MappingNode):
+                    return Item(self._mapping(node, path), line, path, key_line=key_line)
+                children = [self.to_item(child, f"{path}[{i}]") for i, child in enumerate(node.value)]
+                return Item(children, line, path, key_line=key_line)
+            finally:
+                self.open.discard(id(node))
+        if node.tag == _MERGE_TAG:
+            raise Invalid(line, path, "'<<' (a merge key) is only allowed as a key")
         try:
             value = self.construct_object(node, deep=True)
         except (ValueError, TypeError, OverflowError):  # e.g. `!!int abc`: PyYAML lets these escape
@@ -155,8 +197,26 @@ class _StrictLoader(yaml.SafeLoader):
         return Item(value, line, path, raw=node.value, key_line=key_line)
 
     def _mapping(self, node: Any, path: str) -> dict[str, Item]:
+        """Keys in written order; a merge key (`<<: *defaults` or `<<: [*a, *b]`) adds the keys of
+        the mappings it names that the mapping does not write itself (YAML's merge rule: the
+        mapping's own keys win, then the first merged mapping that has the key)."""
+        own = self._own_keys(node, path)
         result: dict[str, Item] = {}
         for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if key_node.tag != _MERGE_TAG:
+                result[key_node.value] = self.to_item(value_node, child_path(path, key_node.value), key_line)
+                continue
+            for key, item in self._merged(value_node, path, key_line).items():
+                if key not in own and key not in result:
+                    result[key] = item
+        return result
+
+    def _own_keys(self, node: Any, path: str) -> set[str]:
+        """The keys a mapping writes itself, refusing a key written twice (`<<` included)."""
+        first: dict[str, int] = {}
+        own: set[str] = set()
+        for key_node, _ in node.value:
             key_line = key_node.start_mark.line + 1
             # the key as written: a node called 01 or yes must not become 1 or True
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag in (_NULL_TAG, _ALIAS_TAG):
@@ -164,11 +224,25 @@ class _StrictLoader(yaml.SafeLoader):
             key = key_node.value
             if "\0" in key:
                 raise Invalid(key_line, path, "the NUL character is not allowed in a key")
-            if key in result:
-                reason = f"duplicate key '{key}' (first at line {result[key].key_line})"
-                raise Invalid(key_line, child_path(path, key), reason)
-            result[key] = self.to_item(value_node, child_path(path, key), key_line)
-        return result
+            if key in first:
+                raise Invalid(key_line, child_path(path, key), f"duplicate key '{key}' (first at line {first[key]})")
+            first[key] = key_line
+            if key_node.tag != _MERGE_TAG:
+                own.add(key)
+        return own
+
+    def _merged(self, value_node: Any, path: str, key_line: int) -> dict[str, Item]:
+        """The keys a merge key brings, at the merging mapping's key paths."""
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        merged: dict[str, Item] = {}
+        for source in sources:
+            item = self.to_item(source, path, key_line)
+            if not isinstance(item.value, dict):
+                raise Invalid(key_line, child_path(path, "<<"), "a merge key takes a mapping or a list of mappings "
+                              f"(an alias such as *defaults), got {item.type_name()}")
+            for key, child in item.value.items():
+                merged.setdefault(key, child)
+        return merged
 
 
 def parse(text: str) -> Item | None:

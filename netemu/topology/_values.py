@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from typing import Any
 
@@ -15,6 +16,9 @@ from netemu import capability_names
 from netemu.topology.model import IPAddress, IPInterface, IPNetwork
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+# Node names take Docker's container-name alphabet, as containerlab and Kathara labs write them
+# (PC1, r1.site, srl_1). runtime/paths.py turns them into kernel and file names.
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?")
 _SYSCTL_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+")
@@ -47,6 +51,31 @@ def name(text: str, what: str, max_len: int) -> str:
     if len(text) > max_len:
         raise ValueError(f"{what} name '{text}' is too long ({len(text)} chars, at most {max_len})")
     return text
+
+
+def node_name(text: str, max_len: int) -> str:
+    """A node name: Docker's alphabet, but never an IP address (a check's `to:` takes both)."""
+    if not NODE_NAME_RE.fullmatch(text):
+        raise ValueError(f"invalid node name '{text}': use A-Z, a-z, 0-9, '-', '_' and '.', a letter or digit first")
+    if len(text) > max_len:
+        raise ValueError(f"node name '{text}' is too long ({len(text)} chars, at most {max_len})")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    raise ValueError(f"invalid node name '{text}': it reads as an IP address")
+
+
+def name_fold(text: str) -> str:
+    """What two node names must not share: host names are case-insensitive, and a name's
+    default host name writes '_' as '-', so PC1 and pc1 (or srl_1 and srl-1) would be one."""
+    return text.lower().replace("_", "-")
+
+
+def default_hostname(node: str) -> str:
+    """A node's host name when the file sets none: its name as it is (upper case kept, as
+    Docker and containerlab do), with '_' as '-'; ValueError when that is no host name."""
+    return hostname(node.replace("_", "-"))
 
 
 def iface(text: str) -> str:
@@ -228,21 +257,55 @@ def _printable_path(path: str, what: str) -> None:
         raise ValueError(f"{what} is too long ({len(path)} characters, at most {PATH_LEN_MAX} bytes)")
 
 
-def bind(text: str) -> tuple[str, str, bool]:
-    """host_path:container_path[:ro|:rw] -> (source, target, readonly)."""
+def bind(text: str, base: str | None = None) -> tuple[str, str, bool]:
+    """host_path:container_path[:ro|:rw] -> (source, target, readonly). A relative source is
+    relative to directory `base` (the topology file's) and may climb out of it with '..': it
+    becomes that directory's absolute, normalised path. Without `base` it must be absolute."""
     parts = text.split(":")
     mode = parts.pop() if len(parts) == 3 else "rw"
     if len(parts) != 2 or mode not in ("ro", "rw"):
         raise ValueError(f"invalid bind '{text}': expected HOST_PATH:CONTAINER_PATH[:ro|:rw]")
+    source, target = parts
     for path in parts:
         _printable_path(path, "bind path")
+    if not source.startswith("/") and base is not None and source:
+        source = relative_path(source, base, "bind path")
+    for path in (source, target):
         if not path.startswith("/"):
             raise ValueError(f"bind path '{path}' must be absolute")
         if ".." in path.split("/"):
             raise ValueError(f"bind path '{path}' must not contain '..'")
-    if parts[1].rstrip("/") == "":
+    if target.rstrip("/") == "":
         raise ValueError("cannot bind over the host's root directory '/'")
-    return parts[0], parts[1], mode == "ro"
+    return source, target, mode == "ro"
+
+
+def relative_path(text: str, base: str, what: str) -> str:
+    """`text` (relative) below directory `base`, as an absolute path with no '.' or '..' left."""
+    _printable_path(text, what)
+    if text.startswith("~"):
+        raise ValueError(f"{what} '{text}': '~' is not expanded; write the path absolute or relative to the file")
+    joined = os.path.normpath(os.path.join(base, text))
+    _printable_path(joined, what)
+    return joined
+
+
+def files_dir(text: str, base: str | None) -> str:
+    """A `files:` directory: absolute, or relative to the topology file's directory."""
+    if not text:
+        raise ValueError("must not be empty")
+    _printable_path(text, "files directory")
+    if text.startswith("/"):
+        if ".." in text.split("/"):
+            raise ValueError(f"files directory '{text}' must not contain '..'")
+        found = os.path.normpath(text)
+    elif base is None:
+        raise ValueError(f"files directory '{text}' must be absolute")
+    else:
+        found = relative_path(text, base, "files directory")
+    if machine_path_reason(found) is not None:  # copying the machine's / or /proc is never meant
+        raise ValueError(f"files directory '{text}' is the machine's {found}: give a directory of your own")
+    return found
 
 
 MACHINE_PATHS = ("/proc", "/sys", "/dev")  # and "/" itself

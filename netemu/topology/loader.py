@@ -1,17 +1,20 @@
 """Topology file -> validated `Topology` (docs/contract.md §1). Pure: it never touches the kernel.
 
-Every problem raises `TopologyError(file, line, key_path, reason)`; the first problem found wins.
+`load_topology` picks the format by the file's name: a containerlab file (`*.clab.yml`), a
+Kathara lab (`lab.conf`, or a directory holding one) or netemu's own YAML. Every problem raises
+`TopologyError(file, line, key_path, reason)`; the first problem found wins.
 """
 
 from __future__ import annotations
 
 import bisect
+import importlib
 from collections.abc import Callable, Iterable, Iterator
 from difflib import get_close_matches
 from pathlib import Path
 from typing import NoReturn
 
-from netemu.errors import TopologyError
+from netemu.errors import InputError, TopologyError
 from netemu.topology import _values as values
 from netemu.topology._links import parse_links
 from netemu.topology._tree import Invalid, Item, parse
@@ -32,12 +35,15 @@ from netemu.topology.model import (
 
 MAX_FILE_BYTES = 4 << 20  # a topology is a few KiB; refuse to feed a huge file to the YAML parser
 TOP_KEYS = ("name", "defaults", "nodes", "networks", "links", "checks")
+EXTENSION_PREFIX = "x-"  # top-level keys ignored but for their anchors
 NODE_KEYS = (
     "image", "hostname", "dns", "dns_search", "extra_hosts", "env", "network", "ipc", "pid",
     "limits", "userns", "sysctls", "routes", "binds", "cmd", "exec", "ports",
     "privileged", "cap_add", "cap_drop", "devices", "read_only",
+    "entrypoint", "files", "wait_for", "labels", "systemctl",
 )  # fmt: skip
-DEEP_MERGED = ("limits", "env", "sysctls", "extra_hosts")  # defaults merge into these key by key
+DEEP_MERGED = ("limits", "env", "sysctls", "extra_hosts", "labels")  # defaults merge into these key by key
+BASE_DIR_KEYS = ("binds", "files")  # paths in them are relative to the topology file's directory
 NETWORK_MODES = ("none", "bridge", "host")  # or container:<node>
 # Docker's --ipc and --pid modes, or container:<node>. Absent, a node's IPC namespace is its own
 # and other nodes may join it (Docker's `shareable`); `private` lets none join it.
@@ -54,11 +60,58 @@ NODE_NAME_MAX = 63
 NETWORK_NAME_MAX = 15  # a bridge is an interface
 ARG_STRING_MAX = 32 * 4096  # MAX_ARG_STRLEN, the terminating NUL included
 ARGS_TOTAL_MAX = 1 << 20  # well inside the kernel's argument space (a quarter of an 8 MiB stack)
+LABEL_KEY_MAX = 255
+LABEL_VALUE_MAX = 4096
+# The other formats, by the file's name: (format, module, loader function), imported only when
+# used (their modules may be missing from a netemu that does not support them).
+CONTAINERLAB = ("containerlab", "netemu.topology.containerlab", "load_containerlab")
+KATHARA = ("Kathara", "netemu.topology.kathara", "load_kathara")
+KATHARA_FILE = "lab.conf"
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology file."""
+    """Read and validate a topology file of any format netemu reads (see the module's doc)."""
     path = Path(path)
+    foreign = _foreign_format(path)
+    if foreign is not None:
+        return _foreign_loader(path, *foreign)(path)
+    return _load_netemu_file(path)
+
+
+def is_foreign(path: str | Path) -> bool:
+    """Whether `path` is a lab of another tool's (containerlab, Kathara), by its name."""
+    return _foreign_format(Path(path)) is not None
+
+
+def _foreign_format(path: Path) -> tuple[str, str, str] | None:
+    """The other format `path` is written in, by its name; None for netemu's own."""
+    if path.name.endswith((".clab.yml", ".clab.yaml")):
+        return CONTAINERLAB
+    if path.name == KATHARA_FILE:
+        return KATHARA
+    if path.is_dir():
+        if (path / KATHARA_FILE).is_file():
+            return KATHARA
+        raise TopologyError(str(path), None, "", f"is a directory without a {KATHARA_FILE} (a Kathara lab); "
+                            "a topology is a file")
+    return None
+
+
+def _foreign_loader(path: Path, fmt: str, module: str, function: str) -> Callable[[Path], Topology]:
+    """The loader of another format. Only a missing module (or function) means the format is
+    unsupported: an error inside it is that loader's own and goes on as it is."""
+    try:
+        return getattr(importlib.import_module(module), function)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+    except AttributeError:
+        pass
+    raise InputError(f"{path}: the {fmt} format is not supported by this netemu ({module}.{function} is missing)")
+
+
+def _load_netemu_file(path: Path) -> Topology:
+    """Read and validate a topology file in netemu's own format."""
     try:
         data = path.read_bytes()[: MAX_FILE_BYTES + 1]
     except OSError as exc:
@@ -88,9 +141,12 @@ def _load(text: str, filename: str, path: Path | None) -> Topology:
 def _topology(root: Item | None, path: Path | None) -> Topology:
     if root is None:
         raise Invalid(1, "", "the file is empty: expected a mapping with 'name' and 'nodes'")
-    top = root.mapping(TOP_KEYS, required=("name", "nodes"))
+    # `x-` keys hold what anchors name (Compose's extension fields); netemu reads nothing else of them
+    extensions = {key for key in root.mapping() if key.startswith(EXTENSION_PREFIX)}
+    top = root.mapping([*TOP_KEYS, *extensions], required=("name", "nodes"))
     name = top["name"].convert(lambda text: values.name(text, "lab", LAB_NAME_MAX))
-    nodes = _nodes(top["nodes"], top.get("defaults"))
+    base = str(path.absolute().parent) if path is not None else None  # relative binds and files start there
+    nodes = _nodes(top["nodes"], top.get("defaults"), base)
     networks = _networks(top.get("networks"), nodes)
     links = parse_links(top.get("links"), nodes, networks)
     checks = parse_checks(top.get("checks"), nodes, links)
@@ -100,20 +156,24 @@ def _topology(root: Item | None, path: Path | None) -> Topology:
 # --- nodes ------------------------------------------------------------------------------------
 
 
-def _nodes(item: Item, defaults_item: Item | None) -> dict[str, Node]:
+def _nodes(item: Item, defaults_item: Item | None, base: str | None) -> dict[str, Node]:
     defaults = _present(defaults_item.mapping(NODE_KEYS)) if _given(defaults_item) else {}
     entries = item.mapping()
     if not entries:
         item.fail("at least one node is required")
     nodes: dict[str, Node] = {}
     fields_of: dict[str, dict[str, Item]] = {}
+    folded: dict[str, str] = {}
     for name, entry in entries.items():
-        _check_name(entry, name, "node", NODE_NAME_MAX)
+        _check_node_name(entry, name, folded, entries)
         own = _present(entry.mapping(NODE_KEYS)) if _given(entry) else {}
         fields_of[name] = _merge(defaults, own)
-        nodes[name] = _node(name, entry, fields_of[name])
-    where = {name: {kind: fields.get(kind, entries[name]) for kind in SHARED_KINDS}
+        nodes[name] = _node(name, entry, fields_of[name], base)
+    where = {name: {kind: fields.get(kind, entries[name]) for kind in (*SHARED_KINDS, "wait_for")}
              for name, fields in fields_of.items()}  # the item an error about a shared namespace names
+    for name, fields in fields_of.items():
+        if "wait_for" in fields:
+            _check_wait_for(nodes, name, fields["wait_for"])
     for kind in SHARED_KINDS:
         settled: set[str] = set()
         for name in nodes:
@@ -147,19 +207,46 @@ def _merge(defaults: dict[str, Item], own: dict[str, Item]) -> dict[str, Item]:
     return merged
 
 
-def _node(name: str, entry: Item, fields: dict[str, Item]) -> Node:
+def _node(name: str, entry: Item, fields: dict[str, Item], base: str | None) -> Node:
     node = Node(name=name, line=entry.key_line or entry.line)
     for key, item in fields.items():
-        setattr(node, key, _NODE_PARSERS[key](item))
+        value = _PATH_PARSERS[key](item, base) if key in BASE_DIR_KEYS else _NODE_PARSERS[key](item)
+        setattr(node, key, value)
     if not node.hostname:
         try:
-            node.hostname = values.hostname(name)
+            node.hostname = values.default_hostname(name)
         except ValueError:
             entry.fail(f"node name '{name}' is not a valid hostname; set 'hostname'", at_key=True)
     _check_host_network(node, fields)
     _check_argument_sizes(node, fields)
     _check_machine_binds(node, fields)
     return node
+
+
+def _check_node_name(entry: Item, name: str, folded: dict[str, str], entries: dict[str, Item]) -> None:
+    """Docker's alphabet (containerlab's and Kathara's names), and no two names that only case
+    or '_' against '-' tell apart: their host names and /etc/hosts entries would be one."""
+    try:
+        values.node_name(name, NODE_NAME_MAX)
+    except ValueError as exc:
+        entry.fail(str(exc), at_key=True)
+    other = folded.setdefault(values.name_fold(name), name)
+    if other != name:
+        entry.fail(f"node name '{name}' differs from node '{other}' (line {entries[other].key_line}) only in case "
+                   "or in '_' against '-': their host names would be the same", at_key=True)
+
+
+def _check_wait_for(nodes: dict[str, Node], name: str, item: Item) -> None:
+    """`wait_for:` names other nodes of the file, each once (loops: _check_start_order)."""
+    seen: set[str] = set()
+    for entry, target in zip(item.items(), nodes[name].wait_for, strict=True):
+        if target not in nodes:
+            entry.fail(f"wait_for: unknown node '{target}'{_suggest(target, nodes)}")
+        if target == name:
+            entry.fail("wait_for: a node cannot wait for itself")
+        if target in seen:
+            entry.fail(f"wait_for: node '{target}' is listed twice")
+        seen.add(target)
 
 
 def _check_name(entry: Item, name: str, what: str, max_len: int) -> None:
@@ -174,7 +261,9 @@ def _check_argument_sizes(node: Node, fields: dict[str, Item]) -> None:
     """Commands and the environment reach execve(2): one string of 128 KiB or more, or all of
     them past the argument space, fail there with E2BIG."""
     env = [f"{key}={value}" for key, value in node.env.items()]
-    for key, argvs in (("cmd", [node.cmd or []]), ("exec", node.exec), ("env", [env])):
+    argvs_of = (("cmd", [node.cmd or []]), ("entrypoint", [node.entrypoint or []]), ("exec", node.exec),
+                ("env", [env]))
+    for key, argvs in argvs_of:
         for argv in argvs:
             sizes = [len(arg.encode("utf-8", "surrogatepass")) + 1 for arg in argv]
             if any(size > ARG_STRING_MAX for size in sizes):
@@ -229,14 +318,15 @@ def _check_shared_namespace(nodes: dict[str, Node], name: str, kind: str, where:
 
 
 def _check_start_order(nodes: dict[str, Node], where: dict[str, dict[str, Item]]) -> None:
-    """A node starts after every node it shares a namespace with, so the `container:` keys of
-    all three kinds together must not loop (a: network: container:b, b: pid: container:a). One
-    depth-first walk, without recursion: a chain of a thousand nodes is fine."""
+    """A node starts after every node it shares a namespace with and every node it waits for,
+    so the `container:` keys of all three kinds and `wait_for:` together must not loop (a:
+    network: container:b, b: pid: container:a). One depth-first walk, without recursion: a chain
+    of a thousand nodes is fine."""
     done: set[str] = set()
     for root in nodes:
         if root in done:
             continue
-        path: list[tuple[str, Iterator[tuple[str, str]]]] = [(root, iter(nodes[root].shares()))]
+        path: list[tuple[str, Iterator[tuple[str, str]]]] = [(root, iter(_start_after(nodes[root])))]
         steps: list[tuple[str, str, str]] = []  # (node, kind, target) along `path`
         on_path = {root}
         while path:
@@ -254,17 +344,23 @@ def _check_start_order(nodes: dict[str, Node], where: dict[str, dict[str, Item]]
                 _start_order_loop(where, [*steps, (name, kind, target)], target)
             if target not in done:
                 steps.append((name, kind, target))
-                path.append((target, iter(nodes[target].shares())))
+                path.append((target, iter(_start_after(nodes[target]))))
                 on_path.add(target)
 
 
+def _start_after(node: Node) -> list[tuple[str, str]]:
+    """(key, node) for each node that must run before this one starts."""
+    return [*node.shares(), *(("wait_for", target) for target in node.wait_for)]
+
+
 def _start_order_loop(where: dict[str, dict[str, Item]], steps: list[tuple[str, str, str]], start: str) -> NoReturn:
-    """Report a loop of `container:` keys at the key that leaves its first node."""
+    """Report a loop of `container:` and `wait_for:` keys at the key that leaves its first node."""
     loop = steps[next(i for i, (name, _, _) in enumerate(steps) if name == start):]
     first_node, first_kind, first_target = loop[0]
     chain = ", ".join(f"{name} -> {target} ({kind})" for name, kind, target in loop)
-    where[first_node][first_kind].fail(f"{first_kind}: container:{first_target} makes a start-order loop with "
-                                       f"the other container: keys ({chain})")
+    keys = "container: and wait_for" if any(kind == "wait_for" for _, kind, _ in loop) else "container:"
+    written = f"wait_for: {first_target}" if first_kind == "wait_for" else f"{first_kind}: container:{first_target}"
+    where[first_node][first_kind].fail(f"{written} makes a start-order loop with the other {keys} keys ({chain})")
 
 
 def _check_ipc_pid_sharing(nodes: dict[str, Node], node: Node, where: dict[str, Item]) -> None:
@@ -410,9 +506,41 @@ def _route(item: Item) -> Route:
     return Route(dst=str(dst) if dst is not None else "default", via=via, dev=dev)
 
 
-def _bind(item: Item) -> Bind:
-    source, target, readonly = item.convert(values.bind)
+def _bind(item: Item, base: str | None) -> Bind:
+    source, target, readonly = item.convert(lambda text: values.bind(text, base))
     return Bind(source=source, target=target, readonly=readonly)
+
+
+def _files(item: Item, base: str | None) -> list[str]:
+    """A directory, or a list of them, copied over the node's root in that order."""
+    return [entry.convert(lambda text: values.files_dir(text, base)) for entry in _one_or_many(item)]
+
+
+def _entrypoint(item: Item) -> list[str]:
+    """As `cmd` (a string runs through /bin/sh -c, a list is the argv), but empty is allowed:
+    `entrypoint: ""` or `[]` removes the image's Entrypoint."""
+    if isinstance(item.value, list):
+        return _string_list(item)
+    return ["/bin/sh", "-c", item.text()] if item.text() else []
+
+
+def _label_key(key: str) -> str:
+    if not key or len(key) > LABEL_KEY_MAX or not key.isprintable():
+        raise ValueError(f"invalid label '{key[:100]}': 1 to {LABEL_KEY_MAX} printable characters")
+    return key
+
+
+def _label_value(item: Item) -> str:
+    text = item.text()
+    if len(text) > LABEL_VALUE_MAX or not text.isprintable():
+        item.fail(f"a label's value is at most {LABEL_VALUE_MAX} printable characters")
+    return text
+
+
+_PATH_PARSERS: dict[str, Callable[[Item, str | None], object]] = {
+    "binds": lambda item, base: [_bind(entry, base) for entry in item.items()],
+    "files": _files,
+}
 
 
 _NODE_PARSERS = {
@@ -431,7 +559,6 @@ _NODE_PARSERS = {
     "userns": Item.boolean,
     "sysctls": lambda item: _keyed(item, values.sysctl_name, _scalar_text),
     "routes": _routes,
-    "binds": lambda item: [_bind(entry) for entry in item.items()],
     "cmd": _argv,
     "exec": lambda item: [_argv(entry) for entry in item.items()],
     "ports": lambda item: [entry.convert(values.published_port) for entry in item.items()],
@@ -440,6 +567,10 @@ _NODE_PARSERS = {
     "cap_drop": lambda item: [entry.convert(values.capability) for entry in item.items()],
     "devices": lambda item: [entry.convert(values.device_path) for entry in item.items()],
     "read_only": Item.boolean,
+    "entrypoint": _entrypoint,
+    "wait_for": lambda item: [entry.text() for entry in item.items()],
+    "labels": lambda item: _keyed(item, _label_key, _label_value),
+    "systemctl": Item.boolean,
 }
 
 

@@ -140,11 +140,12 @@ class Check:
     expect: str = "reachable"  # reachable | unreachable | refused
     proto: str = "icmp"  # icmp | tcp | udp
     port: int | None = None
-    via: list[str] = field(default_factory=list)
+    via: list[str] = field(default_factory=list)  # nodes or addresses; the target counts as the last step
     seen_as: str | None = None
     within: float | None = None  # seconds
     timeout: float | None = None  # seconds
     line: int | None = None
+    path: str = "ordered"  # ordered: `via` in that order, others between; exact: nothing else
 
 
 @dataclass

@@ -422,3 +422,274 @@ def test_a_long_chain_of_shared_namespaces_is_checked_without_recursion() -> Non
     chain = "\n".join(f"  n{i}: {{pid: 'container:n{i + 1}', ipc: 'container:n{i + 1}'}}" for i in range(3000))
     topo = load_topology_text(f"name: lab\nnodes:\n{chain}\n  n3000: {{}}\n")
     assert topo.nodes["n0"].shares() == [("ipc", "n1"), ("pid", "n1")]
+
+
+# --- bring your own lab: anchors, merge keys, relative paths, names, new node keys ---------------
+
+
+def test_anchors_aliases_and_merge_keys_expand_with_the_node_own_keys_winning() -> None:
+    topo = load("""
+        name: lab
+        x-router: &router
+          image: host
+          sysctls: {net.ipv4.ip_forward: 1}
+          labels: {role: router}
+        x-lan: &lan {dns: [192.0.2.53]}
+        nodes:
+          r1:
+            <<: *router
+            hostname: core
+          r2: {<<: [*lan, *router], image: ./rootfs}
+          h1: *lan
+        """)
+    r1, r2, h1 = topo.nodes["r1"], topo.nodes["r2"], topo.nodes["h1"]
+    assert (r1.image, r1.hostname, r1.sysctls, r1.labels) == ("host", "core", {"net.ipv4.ip_forward": "1"},
+                                                             {"role": "router"})
+    assert (r2.image, r2.dns, r2.labels) == ("./rootfs", ["192.0.2.53"], {"role": "router"})
+    assert h1.dns == ["192.0.2.53"] and h1.image == "host"
+
+
+def test_an_error_inside_an_anchor_names_the_line_where_it_is_written_and_the_key_path_where_it_is_used() -> None:
+    with pytest.raises(TopologyError) as info:
+        load("""
+            name: lab
+            x-base: &base
+              limits: {memory: 1k}
+            nodes:
+              r1: {<<: *base}
+            """)
+    assert str(info.value).startswith("test.yaml:4: nodes.r1.limits.memory: memory limit '1k' is too small")
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("name: lab\nnodes:\n  r1: {image: host, image: x}\n", "test.yaml:3: nodes.r1.image: duplicate key 'image'"),
+    ("name: lab\nnodes:\n  r1: {<<: {image: x}, <<: {image: y}}\n", "test.yaml:3: nodes.r1.<<: duplicate key '<<'"),
+    ("name: lab\nnodes:\n  r1: {<<: [1]}\n", "test.yaml:3: nodes.r1.<<: a merge key takes a mapping"),
+    ("name: lab\nx-a: &a [*a]\nnodes:\n  r1: {}\n", "test.yaml:2: x-a[0]: alias *a is inside its own anchor"),
+    ("name: lab\nnodes:\n  r1: {image: *nowhere}\n", "test.yaml:3: invalid YAML: found undefined alias *nowhere"),
+    ("name: lab\nextra: 1\nnodes:\n  r1: {}\n", "test.yaml:2: extra: unknown key 'extra'"),
+])
+def test_duplicate_keys_stay_refused_and_merge_mistakes_are_located(text: str, fragment: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        load_topology_text(text, "test.yaml")
+    assert str(info.value).startswith(fragment) and "\n" not in str(info.value)
+
+
+def test_a_billion_laughs_fails_fast_on_one_line_at_the_alias_that_uses_it() -> None:
+    import time
+
+    lines = ["name: lab", "x-0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"x-{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    lines += ["nodes:", "  r1: {labels: {x: *l9}}"]
+    started = time.monotonic()
+    with pytest.raises(TopologyError) as info:
+        load_topology_text("\n".join(lines), "bomb.yaml")
+    assert time.monotonic() - started < 2
+    message = str(info.value)
+    assert message.startswith("bomb.yaml:") and "expands too far" in message and "\n" not in message
+    from netemu.topology._tree import ALIAS_EXPANSION_MAX
+    assert str(ALIAS_EXPANSION_MAX) in message
+
+
+def test_relative_binds_and_files_resolve_against_the_file_directory(tmp_path: Path) -> None:
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    path = lab / "topo.yaml"
+    path.write_text(textwrap.dedent("""
+        name: lab
+        nodes:
+          r1:
+            binds: [r1/daemons:/etc/frr/daemons, "../shared:/shared:ro", /srv/x:/x]
+            files: [common, ./r1/root/, /opt/extra]
+          r2: {files: r2}
+        """))
+    topo = load_topology(path)
+    r1 = topo.nodes["r1"]
+    assert r1.binds == [Bind(str(lab / "r1/daemons"), "/etc/frr/daemons"), Bind(str(tmp_path / "shared"), "/shared",
+                                                                               True), Bind("/srv/x", "/x")]
+    assert r1.files == [str(lab / "common"), str(lab / "r1/root"), "/opt/extra"]
+    assert topo.nodes["r2"].files == [str(lab / "r2")]
+
+
+@pytest.mark.parametrize(("node", "fragment"), [
+    ("{binds: ['data:/data']}", "nodes.r1.binds[0]: bind path 'data' must be absolute"),  # no file, no directory
+    ("{binds: ['/a/../b:/b']}", "nodes.r1.binds[0]: bind path '/a/../b' must not contain '..'"),
+    ("{binds: ['/a:rel']}", "nodes.r1.binds[0]: bind path 'rel' must be absolute"),
+    ("{files: [cfg]}", "nodes.r1.files[0]: files directory 'cfg' must be absolute"),
+    ("{files: /proc}", "nodes.r1.files: files directory '/proc' is the machine's /proc"),
+    ("{files: '/'}", "nodes.r1.files: files directory '/' is the machine's /"),
+    ("{files: ''}", "nodes.r1.files: must not be empty"),
+])
+def test_path_mistakes_in_text_without_a_file(node: str, fragment: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        load_topology_text(f"name: lab\nnodes:\n  r1: {node}\n", "test.yaml")
+    assert str(info.value).startswith(f"test.yaml:3: {fragment}")
+
+
+def test_a_relative_bind_that_climbs_to_the_machine_proc_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    depth = len(tmp_path.parts)
+    path.write_text(f"name: lab\nnodes:\n  r1: {{binds: ['{'../' * depth}proc/1:/x']}}\n")
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    assert str(info.value).endswith("t.yaml:3: nodes.r1.binds[0]: bind source /proc/1 is the machine's /proc: only a "
+                                    "`privileged: true` node may bind it")
+
+
+def test_node_names_take_upper_case_dots_and_underscores() -> None:
+    topo = load("""
+        name: lab
+        nodes:
+          PC1: {}
+          r1.site: {}
+          srl_1: {}
+          Edge-Router.2: {hostname: edge}
+        links:
+          - endpoints: [PC1:eth0, r1.site:eth0]
+            addresses: [10.0.0.1/24, 10.0.0.2/24]
+        checks:
+          - {from: PC1, to: r1.site}
+          - {from: srl_1, to: "r1.site:eth0"}
+        """)
+    assert [n.hostname for n in topo.nodes.values()] == ["PC1", "r1.site", "srl-1", "edge"]
+    assert topo.checks[0].dst == "r1.site" and topo.links[0].endpoints[1] == Endpoint(node="r1.site", iface="eth0")
+
+
+@pytest.mark.parametrize(("nodes", "fragment"), [
+    ("  PC1: {}\n  pc1: {}\n", "test.yaml:4: nodes.pc1: node name 'pc1' differs from node 'PC1' (line 3) only in case"),
+    ("  srl_1: {}\n  srl-1: {}\n", "test.yaml:4: nodes.srl-1: node name 'srl-1' differs from node 'srl_1' (line 3)"),
+    ("  10.0.0.1: {}\n", "test.yaml:3: nodes.10.0.0.1: invalid node name '10.0.0.1': it reads as an IP address"),
+    ("  _x: {}\n", "test.yaml:3: nodes._x: invalid node name '_x'"),
+    ("  .x: {}\n", "test.yaml:3: nodes..x: invalid node name '.x'"),
+    ("  'a/b': {}\n", "test.yaml:3: nodes.a/b: invalid node name 'a/b'"),
+    ("  'a:b': {}\n", "test.yaml:3: nodes.a:b: invalid node name 'a:b'"),
+    ("  r1.: {}\n", "test.yaml:3: nodes.r1.: node name 'r1.' is not a valid hostname; set 'hostname'"),
+    ("  " + "A" * 64 + ": {}\n", "is too long (64 chars, at most 63)"),
+])
+def test_node_name_mistakes(nodes: str, fragment: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        load_topology_text(f"name: lab\nnodes:\n{nodes}", "test.yaml")
+    assert fragment in str(info.value)
+
+
+def test_node_names_become_distinct_safe_kernel_and_file_names() -> None:
+    from netemu.runtime import paths
+
+    names = ["r1", "PC1", "r1.site", "srl_1", "cpu.max", "tasks", "cgroup.procs", "x" * 63]
+    groups = [paths.cgroup_path("lab", name).rsplit("/", 1)[1] for name in names]
+    assert groups[0] == "r1" and all(group.startswith("_") for group in groups[1:-1]) and groups[-1] == "x" * 63
+    assert len(set(groups)) == len(groups)
+    netns = [paths.netns_name("lab", name) for name in names]
+    assert len(set(netns)) == len(netns) and all(paths.lab_of_netns(n) == "lab" for n in netns)
+    veths = {paths.host_veth_name("lab", name, "eth0") for name in names}
+    assert len(veths) == len(names) and all(len(v) <= 15 for v in veths)
+    assert paths.lab_of_alias(paths.alias("lab", "link:0:r1.site:eth0")) == "lab"
+
+
+def test_wait_for_entrypoint_labels_and_systemctl_load() -> None:
+    topo = load("""
+        name: lab
+        defaults:
+          labels: {lab: demo}
+        nodes:
+          db: {entrypoint: "exec sleep 100", systemctl: true}
+          app:
+            wait_for: [db]
+            entrypoint: [/bin/echo, hi]
+            cmd: [there]
+            labels: {role: app, "com.example/tier": "2", enabled: true}
+          web: {wait_for: [app, db], entrypoint: ""}
+          idle: {entrypoint: []}
+        """)
+    db, app, web, idle = (topo.nodes[n] for n in ("db", "app", "web", "idle"))
+    assert db.entrypoint == ["/bin/sh", "-c", "exec sleep 100"] and db.systemctl and not app.systemctl
+    assert app.entrypoint == ["/bin/echo", "hi"] and app.cmd == ["there"] and app.wait_for == ["db"]
+    assert app.labels == {"lab": "demo", "role": "app", "com.example/tier": "2", "enabled": "true"}
+    assert web.entrypoint == [] and idle.entrypoint == [] and web.wait_for == ["app", "db"]
+    assert db.wait_for == [] and db.labels == {"lab": "demo"}
+
+
+@pytest.mark.parametrize(("nodes", "fragment"), [
+    ("  a: {wait_for: [b]}\n", "test.yaml:3: nodes.a.wait_for[0]: wait_for: unknown node 'b'"),
+    ("  a: {wait_for: [a]}\n", "test.yaml:3: nodes.a.wait_for[0]: wait_for: a node cannot wait for itself"),
+    ("  a: {wait_for: [b, b]}\n  b: {}\n", "test.yaml:3: nodes.a.wait_for[1]: wait_for: node 'b' is listed twice"),
+    ("  a: {wait_for: [rb]}\n  r-b: {}\n", "unknown node 'rb'; did you mean 'r-b'?"),
+    ("  a: {wait_for: b}\n  b: {}\n", "test.yaml:3: nodes.a.wait_for: expected a list, got a string"),
+    ("  a:\n    wait_for: [b]\n  b:\n    wait_for: [c]\n  c:\n    wait_for: [a]\n",
+     "test.yaml:4: nodes.a.wait_for: wait_for: b makes a start-order loop with the other container: and wait_for keys "
+     "(a -> b (wait_for), b -> c (wait_for), c -> a (wait_for))"),
+    ("  a:\n    network: container:b\n  b:\n    wait_for: [a]\n",
+     "test.yaml:4: nodes.a.network: network: container:b makes a start-order loop with the other container: and "
+     "wait_for keys (a -> b (network), b -> a (wait_for))"),
+    ("  a: {entrypoint: ['']}\n", "test.yaml:3: nodes.a.entrypoint[0]: must not be empty"),
+    ("  a: {entrypoint: {x: 1}}\n", "test.yaml:3: nodes.a.entrypoint: expected a string or number, got a mapping"),
+    ("  a: {labels: [x]}\n", "test.yaml:3: nodes.a.labels: expected a mapping, got a list"),
+    ("  a: {labels: {x: null}}\n", "test.yaml:3: nodes.a.labels.x: expected a string or number, got null"),
+    ("  a: {labels: {x: \"a\\tb\"}}\n", "test.yaml:3: nodes.a.labels.x: a label's value is at most 4096 printable"),
+    ("  a: {systemctl: yes please}\n", "test.yaml:3: nodes.a.systemctl: expected true or false, got a string"),
+])
+def test_wait_for_and_new_key_mistakes_are_one_located_line(nodes: str, fragment: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        load_topology_text(f"name: lab\nnodes:\n{nodes}", "test.yaml")
+    assert str(info.value).startswith(fragment) or fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_new_keys_survive_the_saved_topology(tmp_path: Path) -> None:
+    from netemu.topology import serialize
+
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "t.yaml"
+    path.write_text("name: lab\nnodes:\n  PC1: {files: cfg, labels: {a: b}, systemctl: true, entrypoint: []}\n"
+                    "  r1.x: {wait_for: [PC1]}\n")
+    again = serialize.topology_from_dict(serialize.topology_to_dict(load_topology(path)))
+    pc1 = again.nodes["PC1"]
+    assert pc1.files == [str(tmp_path / "cfg")] and again.nodes["r1.x"].wait_for == ["PC1"]
+    assert pc1.labels == {"a": "b"} and pc1.systemctl and pc1.entrypoint == []
+
+
+def _format_dispatch_file(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text("")
+    return path
+
+
+def test_the_format_follows_the_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    seen: list[tuple[str, Path]] = []
+    for module, function in (("containerlab", "load_containerlab"), ("kathara", "load_kathara")):
+        fake = types.ModuleType(f"netemu.topology.{module}")
+        setattr(fake, function, lambda path, module=module: seen.append((module, Path(path))) or "loaded")
+        monkeypatch.setitem(sys.modules, f"netemu.topology.{module}", fake)
+    (tmp_path / "kat").mkdir()
+    (tmp_path / "kat" / "lab.conf").write_text("")
+    for name in ("a.clab.yml", "b.clab.yaml", "lab.conf"):
+        assert load_topology(_format_dispatch_file(tmp_path, name)) == "loaded"
+    assert load_topology(tmp_path / "kat") == "loaded"
+    assert [module for module, _ in seen] == ["containerlab", "containerlab", "kathara", "kathara"]
+    assert seen[-1][1] == tmp_path / "kat"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TopologyError, match=r"is a directory without a lab\.conf"):
+        load_topology(tmp_path / "empty")
+
+
+def test_a_format_whose_loader_is_missing_is_unsupported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "netemu.topology.kathara", None)  # import raises ModuleNotFoundError
+    with pytest.raises(InputError, match=r"the Kathara format is not supported by this netemu") as info:
+        load_topology(_format_dispatch_file(tmp_path, "lab.conf"))
+    assert info.value.exit_code == 2
+
+
+def test_lab_conf_and_kathara_directories_are_file_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netemu import api
+
+    (tmp_path / "kat").mkdir()
+    (tmp_path / "kat" / "lab.conf").write_text("")
+    (tmp_path / "seed").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert api.is_file_argument("lab.conf") and api.is_file_argument("kat") and api.is_file_argument("x.clab.yml")
+    assert not api.is_file_argument("seed") and not api.is_file_argument("mylab")
