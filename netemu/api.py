@@ -437,14 +437,60 @@ class Lab:
         return matrix
 
     def check(self, src: str, dst: str, expect: str = "reachable", proto: str = "icmp", port: int | None = None,
-              *, via: list[str] | None = None, seen_as: str | None = None, within: Seconds | None = None,
-              timeout: Seconds | None = None) -> CheckResult:
+              *, via: list[str] | None = None, path: str = "ordered", seen_as: str | None = None,
+              within: Seconds | None = None, timeout: Seconds | None = None) -> CheckResult:
         """One check, as in a topology file's `checks:`; durations as the file writes them
         ("30s", "500ms", or seconds). The result is true when it passed; `assert lab.check(...)`
         prints what was expected and what was seen when it did not."""
+        entry = _make_check(src, dst, expect, proto, port, via, seen_as, within, timeout)
+        _check_choice("path", path, ("ordered", "exact"))
+        entry.path = path
+        return self._run_one(entry)
+
+    def route(self, on: str, route: str, *, via: str | list[str] | None = None, dev: str | None = None,
+              proto: str | None = None, table: str | int = "main", expect: str = "present",
+              within: Seconds | None = None) -> CheckResult:
+        """A route check on `on`'s own FIB, read over netlink: `route` ("default" or a CIDR) with
+        these next hops (all of them, of an ECMP route), device, protocol (ospf, bgp, static, a
+        number) and table, `present` or `absent`."""
+        from netemu.topology import _values
+        from netemu.topology.model import RouteCheck
+
+        _check_choice("expect", expect, ("present", "absent"))
+        if proto is not None:
+            _parsed(_values.protocol_number, proto, "proto")
+        _parsed(_values.table_number, str(table), "table")
+        hops = [via] if isinstance(via, str) else list(via or [])
+        dst = route if route == "default" else str(_parsed(_values.ip_network, route, "route"))
+        entry = RouteCheck(on=on, route=dst, via=[str(_parsed(_values.ip_address, v, "via")) for v in hops],
+                           dev=dev, proto=proto, table=str(table), expect=expect,
+                           within=None if within is None else seconds(within, "within"))
+        return self._run_one(entry)
+
+    def command(self, on: str, argv: list[str] | str, *, exit: int | None = 0, json: dict[str, Any] | None = None,
+                regex: str | None = None, within: Seconds | None = None,
+                timeout: Seconds | None = None) -> CheckResult:
+        """A command check: `argv` in `on` passes when it exits `exit` (None: any), each JSON
+        path of `json` (`neighbors["10.0.0.2"][0].nbrState`) equals its value in the output, and
+        `regex` matches a line of it. The escape hatch for state only a daemon holds."""
+        from netemu.topology import _values
+        from netemu.topology.model import CommandCheck
+
+        for path in json or {}:
+            _parsed(_values.parse_path, path, "json")
+        entry = CommandCheck(on=on, exec=["/bin/sh", "-c", argv] if isinstance(argv, str) else list(argv),
+                             exit=exit, json=dict(json) if json else None, regex=regex,
+                             within=None if within is None else seconds(within, "within"),
+                             timeout=None if timeout is None else seconds(timeout, "timeout"))
+        return self._run_one(entry)
+
+    def _run_one(self, entry: Any) -> CheckResult:
         from netemu.probe import checks
 
-        entry = _make_check(src, dst, expect, proto, port, via, seen_as, within, timeout)
+        names = record(self.name).nodes
+        for node in {getattr(entry, "on", None), getattr(entry, "src", None)} - {None}:
+            if node not in names:
+                raise InputError(f"lab '{self.name}' has no node '{node}' (nodes: {', '.join(names)})")
         result = checks.run_checks(record(self.name), [entry]).results[0]
         self.history.append(result)
         return result

@@ -7,22 +7,33 @@ import socket
 import time
 import xml.etree.ElementTree as ET
 
-from netemu.probe.checks import CheckReport, CheckResult, Convergence
+from netemu.probe.checks import CheckReport, CheckResult, Convergence, describe_check
 from netemu.probe.model import REACHABLE, ProbeResult, ReachMatrix, format_rtt
 from netemu.render import table
+from netemu.topology.model import CommandCheck, RouteCheck
 
 
 # --- checks -----------------------------------------------------------------------------------
 def _row(result: CheckResult) -> tuple[str, ...]:
+    """A probe check's row; a route check shows ROUTE as its proto and the route as its target,
+    a command check EXEC and the command."""
     check, probe = result.check, result.probe
+    after = f"{result.passed_after:.2f}s" if result.passed_after is not None else "-"
+    verdict = "ok" if result.passed else "FAIL"
+    if isinstance(check, RouteCheck):
+        return (str(result.index), str(check.line or "-"), check.on, check.route, "route", check.expect,
+                result.seen, "-", after, verdict)
+    if isinstance(check, CommandCheck):
+        command = describe_check(check).split(": ", 1)[1]
+        return (str(result.index), str(check.line or "-"), check.on, command[:40], "exec", "match", result.seen,
+                "-", after, verdict)
     target = check.dst
     if probe is not None and probe.address not in (check.dst, ""):
         target = f"{check.dst} ({probe.address})"
     proto = f"{check.proto}/{check.port}" if check.port else check.proto
     seen = probe.outcome if probe else "-"
-    after = f"{result.passed_after:.2f}s" if result.passed_after is not None else "-"
     return (str(result.index), str(check.line or "-"), check.src, target, proto, check.expect, seen,
-            format_rtt(probe.rtt) if probe else "-", after, "ok" if result.passed else "FAIL")
+            format_rtt(probe.rtt) if probe else "-", after, verdict)
 
 
 def checks_table(report: CheckReport) -> str:

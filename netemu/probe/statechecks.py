@@ -15,15 +15,9 @@ from typing import Any
 from netemu.linux import netlink
 from netemu.runtime import execution
 from netemu.runtime.records import LabRecord
+from netemu.topology._values import PROTOCOL_NAMES, parse_path, protocol_number, table_number
 from netemu.topology.model import CommandCheck, RouteCheck
 
-# rtm_protocol numbers: the kernel's and iproute2's names, and those FRR's daemons install with.
-PROTOCOLS = {"redirect": 1, "kernel": 2, "boot": 3, "static": 4, "ra": 9, "zebra": 11, "bird": 12, "dhcp": 16,
-             "keepalived": 17, "babel": 42, "openr": 99, "bgp": 186, "isis": 187, "ospf": 188, "rip": 189,
-             "ripng": 190, "nhrp": 191, "eigrp": 192, "ldp": 193, "sharp": 194, "pbr": 195, "zstatic": 196,
-             "openfabric": 197}
-PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
-TABLES = {"main": 254, "local": 255, "default": 253}
 OUTPUT_LINES = 20  # of a command's stdout shown when its check fails
 
 
@@ -33,23 +27,6 @@ class StateResult:
     message: str  # what was expected and what was seen, one line
     evidence: list[str] = field(default_factory=list)
     seen: str = "-"  # the table's SEEN column
-
-
-def protocol_number(text: str) -> int:
-    """A protocol by name (ospf) or number (188); ValueError names the known names."""
-    if text.isdigit() and int(text) < 256:
-        return int(text)
-    if text not in PROTOCOLS:
-        raise ValueError(f"unknown route protocol '{text}': use a number or one of {', '.join(sorted(PROTOCOLS))}")
-    return PROTOCOLS[text]
-
-
-def table_number(text: str) -> int:
-    if text.isdigit() and 0 < int(text) < 2**32:
-        return int(text)
-    if text not in TABLES:
-        raise ValueError(f"unknown routing table '{text}': use main, local, default or a number")
-    return TABLES[text]
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -172,29 +149,6 @@ def _json_problems(check: CommandCheck, stdout: str) -> list[str]:
         elif value != wanted:
             problems.append(f"{path}: {json.dumps(value)}, expected {json.dumps(wanted)}")
     return problems
-
-
-_STEP = re.compile(r"""\.?(?:([A-Za-z_][\w-]*)|\[(-?\d+)\]|\["([^"]*)"\]|\['([^']*)'\])""")
-
-
-def parse_path(path: str) -> list[str | int]:
-    """`neighbors["10.0.0.2"][0].nbrState` -> ["neighbors", "10.0.0.2", 0, "nbrState"]; keys
-    with dots (router IDs, prefixes) are written in brackets and quotes."""
-    steps: list[str | int] = []
-    position = 0
-    while position < len(path):
-        match = _STEP.match(path, position)
-        if match is None or match.end() == position:
-            raise ValueError(f"invalid JSON path '{path}' at character {position + 1}: write a.b[0] or a[\"x.y\"]")
-        name, index, double, single = match.groups()
-        if index is not None:
-            steps.append(int(index))
-        else:
-            steps.append(next(text for text in (double, single, name) if text is not None))
-        position = match.end()
-    if not steps:
-        raise ValueError("empty JSON path")
-    return steps
 
 
 def lookup(data: Any, path: str) -> tuple[bool, Any]:

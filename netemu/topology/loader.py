@@ -21,8 +21,10 @@ from netemu.topology._tree import Invalid, Item, parse
 from netemu.topology.model import (
     CONTAINER,
     SHARED_KINDS,
+    AnyCheck,
     Bind,
     Check,
+    CommandCheck,
     IPInterface,
     IPNetwork,
     Limits,
@@ -30,6 +32,7 @@ from netemu.topology.model import (
     Network,
     Node,
     Route,
+    RouteCheck,
     Topology,
 )
 
@@ -53,8 +56,12 @@ IPC_SYSCTLS = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")  # they b
 NAMESPACE_WORDS = {"network": "network", "ipc": "IPC namespace", "pid": "PID namespace"}
 NETWORK_KEYS = ("subnet", "gateway", "nat", "uplink", "mtu", "driver", "bridge")
 EXPECTS = ("reachable", "unreachable", "refused")
-PROTOS = ("icmp", "tcp", "udp")
-CHECK_KEYS = ("from", "to", "expect", "proto", "port", "via", "seen_as", "within", "timeout")
+PROTOS = ("icmp", "tcp", "udp", "arp")  # arp: ARP for an IPv4 neighbour, NDP for an IPv6 one
+CHECK_KEYS = ("from", "to", "expect", "proto", "port", "via", "path", "seen_as", "within", "timeout")
+PATH_MODES = ("ordered", "exact")
+ROUTE_CHECK_KEYS = ("on", "route", "via", "dev", "proto", "table", "expect", "within")
+ROUTE_EXPECTS = ("present", "absent")
+COMMAND_CHECK_KEYS = ("on", "exec", "exit", "json", "regex", "within", "timeout")
 LAB_NAME_MAX = 12  # it prefixes every kernel object name, and interface names stop at 15
 NODE_NAME_MAX = 63
 NETWORK_NAME_MAX = 15  # a bridge is an interface
@@ -725,12 +732,101 @@ class _SubnetIndex:
 # --- checks -----------------------------------------------------------------------------------
 
 
-def parse_checks(item: Item | None, nodes: dict[str, Node], links: list[Link]) -> list[Check]:
+def parse_checks(item: Item | None, nodes: dict[str, Node], links: list[Link]) -> list[AnyCheck]:
+    """Each entry is a probe check (`from`/`to`), a route check (`on` + `route`) or a command
+    check (`on` + `exec`), told apart by those keys."""
     if not _given(item):
         return []
     assert item is not None
     ifaces = {(ep.node, ep.iface) for link in links for ep in link.endpoints if not ep.is_network}
-    return [_check(entry, nodes, ifaces) for entry in item.items()]
+    return [_any_check(entry, nodes, ifaces) for entry in item.items()]
+
+
+def _any_check(item: Item, nodes: dict[str, Node], ifaces: set[tuple[str | None, str | None]]) -> AnyCheck:
+    keys = set(item.mapping())
+    if "route" in keys:
+        return _route_check(item, nodes)
+    if "exec" in keys:
+        return _command_check(item, nodes)
+    if "on" in keys and "from" not in keys:
+        item.fail("a check with `on:` needs `route:` (a route check) or `exec:` (a command check)")
+    return _check(item, nodes, ifaces)
+
+
+def _route_check(item: Item, nodes: dict[str, Node]) -> RouteCheck:
+    fields = _present(item.mapping(ROUTE_CHECK_KEYS, required=("on", "route")))
+    check = RouteCheck(on=_node_ref(fields["on"], nodes), route=_route_destination(fields["route"]), line=item.line)
+    if "via" in fields:
+        entries = fields["via"].items() if isinstance(fields["via"].value, list) else [fields["via"]]
+        check.via = [str(entry.convert(values.ip_address)) for entry in entries]
+    if "dev" in fields:
+        check.dev = fields["dev"].convert(values.iface)
+    for key, check_value in (("proto", _route_protocol), ("table", _route_table)):
+        if key in fields:
+            setattr(check, key, fields[key].convert(check_value))
+    if "expect" in fields:
+        check.expect = _choice(fields["expect"], ROUTE_EXPECTS)
+    if "within" in fields:
+        check.within = fields["within"].convert(values.duration, typed=True)
+    return check
+
+
+def _route_destination(item: Item) -> str:
+    text = _string(item)
+    if text == "default":
+        return text
+    return str(item.convert(values.ip_network))
+
+
+def _route_protocol(value: object) -> str:
+    values.protocol_number(str(value))
+    return str(value)
+
+
+def _route_table(value: object) -> str:
+    values.table_number(str(value))
+    return str(value)
+
+
+def _command_check(item: Item, nodes: dict[str, Node]) -> CommandCheck:
+    fields = _present(item.mapping(COMMAND_CHECK_KEYS, required=("on", "exec")))
+    check = CommandCheck(on=_node_ref(fields["on"], nodes), exec=_argv(fields["exec"]), line=item.line)
+    if "exit" in fields:
+        check.exit = None if fields["exit"].scalar() == "any" else fields["exit"].integer(0, 255)
+    if "json" in fields:
+        check.json = {path: _json_value(entry) for path, entry in fields["json"].mapping().items()}
+        for path, entry in fields["json"].mapping().items():
+            entry.convert(lambda _value, path=path: _json_path(path))
+    if "regex" in fields:
+        check.regex = fields["regex"].convert(_regex)
+    for key in ("within", "timeout"):
+        if key in fields:
+            setattr(check, key, fields[key].convert(values.duration, typed=True))
+    return check
+
+
+def _json_value(item: Item) -> object:
+    """The plain value a JSON path must equal: a scalar, a list or a map, as written."""
+    if isinstance(item.value, list):
+        return [_json_value(entry) for entry in item.items()]
+    if isinstance(item.value, dict):
+        return {key: _json_value(entry) for key, entry in item.mapping().items()}
+    return item.scalar()
+
+
+def _json_path(path: str) -> str:
+    values.parse_path(path)
+    return path
+
+
+def _regex(value: object) -> str:
+    import re
+
+    try:
+        re.compile(str(value))
+    except re.error as e:
+        raise ValueError(f"invalid regular expression: {e}") from None
+    return str(value)
 
 
 def _node_ref(item: Item, nodes: dict[str, Node]) -> str:
@@ -763,7 +859,11 @@ def _check(item: Item, nodes: dict[str, Node], ifaces: set[tuple[str | None, str
         if key in fields:
             setattr(check, key, _choice(fields[key], allowed))
     _check_port(check, fields, item)
-    check.via = [_node_ref(entry, nodes) for entry in fields["via"].items()] if "via" in fields else []
+    check.via = [_via_step(entry, nodes) for entry in fields["via"].items()] if "via" in fields else []
+    if check.via and check.proto == "arp":
+        fields["via"].fail("via is not used with proto arp: ARP and NDP reach neighbours only")
+    if "path" in fields:
+        check.path = _choice(fields["path"], PATH_MODES)
     if "seen_as" in fields:
         check.seen_as = str(fields["seen_as"].convert(values.ip_address))
     if "within" in fields:
@@ -771,6 +871,15 @@ def _check(item: Item, nodes: dict[str, Node], ifaces: set[tuple[str | None, str
     if "timeout" in fields:
         check.timeout = fields["timeout"].convert(values.duration, typed=True)
     return check
+
+
+def _via_step(item: Item, nodes: dict[str, Node]) -> str:
+    """A step of `via:`: a node, or an address (a router whose address only its daemon set)."""
+    text = _string(item)
+    try:
+        return str(values.ip_address(text))
+    except ValueError:
+        return _node_ref(item, nodes)
 
 
 def _choice(item: Item, allowed: tuple[str, ...]) -> str:
@@ -781,9 +890,9 @@ def _choice(item: Item, allowed: tuple[str, ...]) -> str:
 
 
 def _check_port(check: Check, fields: dict[str, Item], item: Item) -> None:
-    if check.proto == "icmp":
+    if check.proto in ("icmp", "arp"):
         if "port" in fields:
-            fields["port"].fail("port is not used with proto icmp (set proto: tcp or udp)")
+            fields["port"].fail(f"port is not used with proto {check.proto} (set proto: tcp or udp)")
         if check.expect == "refused":
             fields["expect"].fail("expect: refused needs proto tcp or udp")
         return
