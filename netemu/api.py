@@ -73,7 +73,24 @@ def topology_of(target: str) -> Topology:
     topo = state.load_topology(target)
     if topo is None:
         raise InputError(f"{target}: neither a topology file nor a running lab (netemu ps lists the labs)")
+    _live_addresses(topo, inspect(target))
     return topo
+
+
+def _live_addresses(topo: Topology, view: LabView) -> None:
+    """A running lab's picture shows the addresses its hosts have now: a link end the file gave
+    none (a routing daemon or an `exec:` step set them) gets the kernel's, link-local left out."""
+    import ipaddress
+
+    for link in topo.links:
+        ends = list(link.addresses)
+        for position, (endpoint, addrs) in enumerate(zip(link.endpoints, link.addresses, strict=True)):
+            node = view.nodes.get(endpoint.node or "")
+            iface = node.interface(endpoint.iface or "") if node is not None and not endpoint.is_network else None
+            if iface is not None and not addrs:
+                found = [ipaddress.ip_interface(a) for a in iface.addresses]
+                ends[position] = [a for a in found if not a.ip.is_link_local]
+        link.addresses = (ends[0], ends[1])
 
 
 # --- lifecycle --------------------------------------------------------------------------------

@@ -112,3 +112,9 @@ def test_bad_route_and_command_checks_are_one_line_with_line_and_key(make_lab, t
         assert result.returncode == 2 and message in result.stderr, (check, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
         assert re.search(r"checks\.yaml:\d+: checks\[0\]", result.stderr), result.stderr  # file, line, key
+
+
+def test_graph_of_a_running_lab_shows_the_addresses_its_kernels_have(make_lab) -> None:
+    lab = make_lab(LAB)
+    picture = run_cli("graph", lab.name, "--format", "dot").stdout
+    assert "10.70.0.1/24" in picture and "10.71.0.2/24" in picture  # set by exec:, not in the file
