@@ -102,6 +102,9 @@ OPTIONS = (
     Option("--userns", "userns", Value.TEXT, (RUN,),
            "BASE:COUNT, a user namespace of its own: root inside is BASE outside", max_len=41),
     Option("--read-only", "read_only", Value.FLAG, (RUN,), "the overlay root is mounted read-only"),
+    Option("--keep-run", "keep_run", Value.FLAG, (RUN,),
+           "the image's own /run stays, as in Docker (FRR's images ship /run/frr); without it an empty tmpfs "
+           "hides what is there (under image: host, the machine's live sockets)"),
     Option("--device", "devices", Value.TEXT, (RUN,), "SRC:DST, a device node of the machine bound into the host",
            repeat=True, max_len=2 * PATH_MAX + 1),
     Option("--privileged", "privileged", Value.FLAG, (RUN,),
@@ -237,6 +240,7 @@ class Run(Invocation, Confined):
     cwd: str | None = None
     userns: str | None = None
     read_only: bool = False
+    keep_run: bool = False
     devices: list[str] = field(default_factory=list)
     privileged: bool = False
     masks: list[str] = field(default_factory=list)

@@ -255,6 +255,8 @@ class Launch:
             binds=[initargs.bind(b.source, b.target, b.readonly) for b in node.binds], env=base_env(node),
             cwd=image.working_dir if image is not None and image.working_dir else None,
             userns=self.userns.arg() if self.userns is not None else None,
+            # an image's /run stays (Docker's way); never the machine's or a directory's (its sockets)
+            keep_run=image is not None and not node.read_only,
             command=[] if node.idle else command(node) or [],
             **confinement.run_options(node, self.confinement),
         ).argv(init)

@@ -43,6 +43,7 @@ SAMPLES: dict[str, object] = {
     "cwd": "/srv/work dir",
     "userns": "100000:65536",
     "read_only": True,
+    "keep_run": True,
     "devices": [initargs.device("/dev/net/tun"), initargs.device("/dev/fuse")],
     "privileged": True,
     "masks": ["/proc/kcore", "/sys/firmware"],

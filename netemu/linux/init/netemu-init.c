@@ -757,7 +757,7 @@ struct run_opts {
     struct list binds; /* --bind SRC:DST[:ro|rw] and --device, as SRC:DST:dev, in order */
     struct list masks; /* --mask, --ro-path and --rw-path, as m:PATH, r:PATH and w:PATH, in order */
     const char *upper, *work, *merged, *hostname, *net, *ipc, *pid, *cwd;
-    int has_userns, read_only, privileged;
+    int has_userns, read_only, privileged, keep_run;
     struct idrange ids;
     struct confinement confine;
     char **cmd;
@@ -1175,7 +1175,11 @@ static void setup_rootfs(struct run_opts *o, int ovl_fd, struct bind_mount *bind
     else
         setup_dev(".");
     make_dir("run", 0755);
-    do_mount("tmpfs", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k");
+    /* An image's own /run stays, as Docker keeps it (FRR's images ship /run/frr for their
+     * daemons' pid files). The machine's (image: host, a read-only root) is hidden by a fresh
+     * tmpfs: through the overlay its live unix sockets would reach the machine's daemons. */
+    if (!o->keep_run)
+        do_mount("tmpfs", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k");
     pivot_into_cwd(o->merged);
 
     for (int i = 0; i < o->hides.n; i++)
@@ -1364,6 +1368,7 @@ static void read_run(const struct args *a, struct run_opts *o)
     check_namespace_mode(NE_OPT_PID, o->pid);
     o->cwd = value_of(a, NE_OPT_CWD, NULL);
     o->read_only = is_given(a, NE_OPT_READ_ONLY);
+    o->keep_run = is_given(a, NE_OPT_KEEP_RUN);
     o->privileged = is_given(a, NE_OPT_PRIVILEGED);
     o->has_userns = userns != NULL;
     if (userns)
