@@ -13,9 +13,11 @@ NETEMU := $(VENV)/bin/netemu
 # bridges and tests/integration/test_firewall.py sets to DROP; skopeo, through which `image pull`
 # fetches registry images, and docker-registry, the registry server tests/integration/test_registry.py
 # starts on 127.0.0.1 with its own configuration (the machine's own registry service is stopped and
-# disabled: it would listen on port 5000 of every address).
+# disabled: it would listen on port 5000 of every address); mmdebstrap, which builds the FRR image
+# from Debian packages that tests/integration/test_containerlab_frr.py serves from its registry
+# (cached under /var/cache/netemu-tests).
 DEB_PACKAGES := python3 python3-venv python3-pip gcc libc6-dev make iproute2 iputils-ping nftables busybox-static \
-	procps util-linux kmod frr graphviz iptables skopeo docker-registry
+	procps util-linux kmod frr graphviz iptables skopeo docker-registry mmdebstrap
 # dockerd for test_firewall.py, which starts a private one (own data root, socket and pidfile) and
 # stops it; a machine that has a dockerd already (docker-ce, which conflicts with docker.io) keeps
 # it. The package must never start the machine's own Docker: a dockerd that ran once leaves the
