@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from netemu.errors import InputError, LabError
+from netemu.errors import InputError, LabError, LabExists
 from netemu.topology import Topology, load_topology
+from netemu.topology.runspec import RunSpec
 
 if TYPE_CHECKING:
     from netemu.images import ImageInfo
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from netemu.runtime.cleanup import Removed
     from netemu.runtime.inspection import LabSummary, LabView, NodeSummary
     from netemu.runtime.records import LabRecord
-    from netemu.topology.runspec import RunSpec
 
 Say = Callable[[str], None]
 Seconds = float | int | str  # 2, 0.5, "30s", "500ms": as a topology file writes durations
@@ -187,39 +187,67 @@ def attach(name: str, node: str, argv: list[str], *, env: dict[str, str] | None 
     raise AssertionError("replace_process returns only by raising")
 
 
-def run_up(spec: RunSpec, *, pull: str = "missing", progress: Say | None = None) -> str:
-    """`netemu run`, first half: the one-host lab the options describe, up; its name. Detached
-    (`-d`), the host runs the command itself; otherwise it waits for run_attached."""
+def run(spec: RunSpec, *, pull: str = "missing", display: Callable[[], Any] | None = None,
+        announce: Say | None = None) -> int:
+    """`netemu run`: the one-host lab the options describe, up (under `display()`, a context
+    giving a progress callback). Detached (`-d`) the host runs the command itself, `announce`
+    hears the lab's name, and the result is 0. Otherwise the host's main program runs on the
+    caller's terminal and the result is its exit code; then the host stops, as Docker's
+    container does, or with `--rm` the lab is removed: also when anything fails, or a signal
+    comes, once `up` began, but never a lab of that name that was there before."""
+    import contextlib
     import os
 
     from netemu.topology import runspec
 
     name = runspec.lab_name(spec)
-    up(runspec.topology(spec, name, dict(os.environ)), progress=progress, pull=pull)
-    return name
-
-
-def run_attached(name: str, spec: RunSpec) -> int:
-    """`netemu run`, second half: the host's main program (the image's Entrypoint, then COMMAND
-    or the image's Cmd) on the caller's terminal; its exit code. Then the host is stopped, as
-    Docker's container stops with its main process, or with `--rm` the lab is removed, also
-    when anything here fails."""
-    from netemu.runtime import execution, nodes
-
+    ours = True
     try:
-        node = topology_of(name).nodes[name]
-        argv = nodes.command(node)
-        if not argv:
-            raise InputError(f"{spec.image}: the image has no Cmd or Entrypoint: give a command")
-        info = nodes.image_of(node)
-        return execution.run_attached(record(name), name, argv, tty=spec.tty, stdin=spec.interactive,
-                                      cwd=info.working_dir if info is not None and info.working_dir else None)
+        try:
+            with display() if display else contextlib.nullcontext(None) as say:
+                up(runspec.topology(spec, name, dict(os.environ)), progress=say, pull=pull)
+        except LabExists:
+            ours = False  # somebody else's lab: not ours to stop or remove
+            raise
+        if spec.detach:
+            ours = False
+            if announce:
+                announce(name)
+            return 0
+        return _run_main(name, spec)
     finally:
-        with execution.shielded():  # a second SIGTERM or Ctrl-C must not leave it half removed
-            if spec.remove:
-                down(name)
-            elif record(name).nodes[name].alive:
-                node_action(name, name, "stop")
+        if ours:
+            _run_finished(name, spec)
+
+
+def _run_main(name: str, spec: RunSpec) -> int:
+    """The host's main program (the image's Entrypoint, then COMMAND or the image's Cmd) on the
+    caller's terminal; its exit code."""
+    from netemu.runtime import execution, nodes, state
+
+    saved = state.load_topology(name)  # never a file of that name in the current directory
+    if saved is None:
+        raise LabError(f"lab '{name}' lost its saved topology")
+    node = saved.nodes[name]
+    argv = nodes.command(node)
+    if not argv:
+        raise InputError(f"{spec.image}: the image has no Cmd or Entrypoint: give a command")
+    info = nodes.image_of(node)
+    return execution.run_attached(record(name), name, argv, tty=spec.tty, stdin=spec.interactive,
+                                  cwd=info.working_dir if info is not None and info.working_dir else None)
+
+
+def _run_finished(name: str, spec: RunSpec) -> None:
+    """--rm: the lab removed; else its host stopped. Signals wait until it is done: a second
+    SIGTERM or Ctrl-C must not leave it half removed. A lab that `up` rolled back is gone."""
+    from netemu.runtime import execution, state
+
+    with execution.shielded():
+        found = state.read(name)
+        if spec.remove:
+            down(name)
+        elif found is not None and name in found.nodes and found.nodes[name].alive:
+            node_action(name, name, "stop")
 
 
 # --- failure injection ------------------------------------------------------------------------
@@ -415,7 +443,7 @@ class Lab:
     def pid(self, node: str) -> int:
         info = record(self.name).nodes[node]
         if info.pid is None:
-            raise TypeError(f"node {node} is stopped: it has no pid")
+            raise LabError(f"node {node} is stopped: it has no pid")
         return info.pid
 
     def exec(self, node: str, argv: list[str] | str, *, check: bool = False, env: dict[str, str] | None = None,

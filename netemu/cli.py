@@ -137,9 +137,12 @@ def _graphviz(source: str, fmt: str) -> bytes:
     if exe is None:
         raise MachineError("graphviz is not installed (its `dot` program draws SVG and PNG): "
                            "apt-get install graphviz, or use -o FILE.dot or FILE.mmd")
-    result = subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=300)
+    try:
+        result = subprocess.run([exe, f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise MachineError(f"graphviz's dot -T{fmt} took over 300 s: use -o FILE.dot, draw it yourself") from None
     if result.returncode != 0:
-        raise RuntimeError(f"dot -T{fmt} failed: {result.stderr.decode(errors='replace').strip()[-500:]}")
+        raise MachineError(f"graphviz's dot -T{fmt} failed: {result.stderr.decode(errors='replace').strip()[-500:]}")
     return result.stdout
 
 
@@ -278,9 +281,7 @@ def exec_(interactive: bool, tty: bool, envs: tuple[str, ...], name: str, node: 
 def run(image: str, command: tuple[str, ...], quiet: bool, pull: str, **options: Any) -> None:
     """Run COMMAND in a new one-host lab from IMAGE, as `docker run` does; our exit code is the
     command's. `netemu ps`, `exec` and `down` work on the lab like on any other."""
-    from netemu.topology.runspec import RunSpec
-
-    spec = RunSpec(image=image, command=list(command), name=options["name"], network=options["network"],
+    spec = api.RunSpec(image=image, command=list(command), name=options["name"], network=options["network"],
                    hostname=options["hostname"], dns=list(options["dns"]), dns_search=list(options["dns_search"]),
                    add_hosts=list(options["add_host"]), env=list(options["envs"]), volumes=list(options["volume"]),
                    publish=list(options["publish"]), memory=options["memory"], cpus=options["cpus"],
@@ -289,12 +290,7 @@ def run(image: str, command: tuple[str, ...], quiet: bool, pull: str, **options:
                    interactive=options["interactive"], tty=options["tty"], remove=options["remove"])
     if spec.tty and not sys.stdin.isatty():
         raise InputError("-t: the input device is not a terminal (drop -t, or run from a terminal)")
-    with _say(quiet, False, f"run {image}") as say:
-        name = api.run_up(spec, pull=pull, progress=say)
-    if spec.detach:
-        click.echo(name)
-        return
-    sys.exit(api.run_attached(name, spec))
+    sys.exit(api.run(spec, pull=pull, display=lambda: _say(quiet, False, f"run {image}"), announce=click.echo))
 
 
 @cli.command()
@@ -375,7 +371,8 @@ def image_pull(ref: str, policy: str, quiet: bool) -> None:
     from the local Docker daemon (docker-daemon:NAME:TAG), into the store."""
     with _say(quiet, False, f"pull {ref}") as say:
         info = api.pull_image(ref, policy=policy, progress=say)
-    click.echo(f"pulled {info.name} ({info.short_id}, {len(info.layers)} layers, {render.size(info.size)})")
+    if not quiet:
+        click.echo(f"pulled {info.name} ({info.short_id}, {len(info.layers)} layers, {render.size(info.size)})")
 
 
 @image.command(name="ls")
@@ -425,8 +422,10 @@ def check(file: str, lab_name: str | None, fmt: str, junit: str | None, timeout:
         runs = [api.check(checkset, timeout=timeout, progress=say) for _ in range(repeat)]
     result = runs[-1]
     if junit:
-        with open(junit, "w", encoding="utf-8") as out:
-            out.write(report.junit(result))
+        try:
+            Path(junit).write_text(report.junit(result), encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"{junit}: cannot write the JUnit file: {e.strerror or e}") from None
     if repeat == 1:
         _emit(result, fmt, report.checks_table)
     else:

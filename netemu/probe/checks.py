@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netemu.errors import InputError, TopologyError
+from netemu.errors import InputError, NetemuError, TopologyError
 from netemu.probe import statechecks
 from netemu.probe.model import ERROR, REACHABLE, REFUSED, ProbeRequest, ProbeResult
 from netemu.progress import Say, Step
@@ -312,7 +312,7 @@ def _judge_state(record: LabRecord, result: CheckResult, timeout: float) -> None
         else:
             assert isinstance(result.check, CommandCheck)
             state = statechecks.command_state(record, result.check, timeout)
-    except (ValueError, OSError) as e:  # a host that is down, a namespace that went away
+    except (ValueError, OSError, NetemuError) as e:  # a host that is down, a namespace that went away
         state = statechecks.StateResult(False, f"could not look: {e}", [], "error")
     result.passed, result.message = state.passed, state.message
     result.evidence, result.seen = state.evidence, state.seen

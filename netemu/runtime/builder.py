@@ -13,7 +13,7 @@ from collections.abc import Callable
 from netemu.errors import InputError, LabError, NetemuError
 from netemu.linux import namespaces, netlink, sysctl
 from netemu.progress import Step
-from netemu.runtime import execution, firewall, hostsettings, links, nodes, paths, state, uplinks
+from netemu.runtime import execution, firewall, hostsettings, links, nodes, paths, sharing, state, uplinks
 from netemu.runtime.impair import Shaping
 from netemu.runtime.records import LabRecord, LinkRecord, NetworkRecord, NodeRecord
 from netemu.runtime.sharing import other_lab_netns
@@ -81,6 +81,7 @@ class Builder:
             self._start_commands()
             self._run_exec_commands()
         finally:
+            sharing.release_all()
             for sock in self.sockets.values():
                 sock.close()
 

@@ -18,6 +18,8 @@ from netemu.runtime import confinement
 from netemu.runtime.nodes import DEFAULT_PATH
 from netemu.runtime.records import LabRecord
 
+TERM_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for a command past its timeout
+
 
 def helper_argv(record: LabRecord, node: str, argv: list[str], env: dict[str, str] | None = None,
                 cwd: str | None = None, tty: bool = False) -> list[str]:
@@ -42,9 +44,24 @@ def helper_argv(record: LabRecord, node: str, argv: list[str], env: dict[str, st
 
 def run(record: LabRecord, node: str, argv: list[str], env: dict[str, str] | None = None,
         timeout: float | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run to completion and capture the output (for the API and `exec:` commands)."""
-    return subprocess.run(helper_argv(record, node, argv, env), capture_output=True, text=True, env={},
-                          timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+    """Run to completion and capture the output (for the API, `exec:` steps and command checks).
+    At the timeout the command gets SIGTERM, which netemu-init passes on inside the host, and
+    SIGKILL only after a grace: killing the helper alone would leave the command running there
+    (a command check retried every half second would pile them up)."""
+    args = helper_argv(record, node, argv, env)
+    with subprocess.Popen(args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={}) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=TERM_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def replace_process(record: LabRecord, node: str, argv: list[str], env: dict[str, str] | None = None,

@@ -150,7 +150,6 @@ def _mark_removing(name: str) -> None:
         state.write(name, record)
 
 
-load_record = state.load
 
 
 def clean() -> dict[str, cleanup.Removed]:

@@ -281,6 +281,8 @@ class Launch:
         if status.stage == "overlay" and status.errno == errno.ENODEV:
             raise MachineError("the kernel has no overlay filesystem (module overlay)")
         reason = status.message or f"netemu-init exited with {self.proc.returncode}"
+        if status.stage == "confine" and status.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
+            raise MachineError(f"node {self.node.name} did not start: {reason}")  # no Landlock: the machine's lack
         raise LabError(f"node {self.node.name} did not start: {reason}")
 
 

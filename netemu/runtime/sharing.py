@@ -92,6 +92,12 @@ def _start_time(line: str) -> int | None:
         return None
 
 
+def release_all() -> None:
+    """After a build: the hosts joined what they were given, and the next build reads afresh."""
+    for network in list(_HELD):
+        _release(network)
+
+
 def _release(network: str) -> None:
     held = _HELD.pop(network, None)
     if held is not None and held.fd is not None:
