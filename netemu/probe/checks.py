@@ -77,6 +77,19 @@ def _checks_file(root: Item | None, path: Path, lab: str | None) -> CheckSet:
     return CheckSet(lab, parse_checks(items, nodes, links), str(path))
 
 
+def parse_entries(record: LabRecord, entries: list[dict[str, Any]]) -> list[AnyCheck]:
+    """Checks given as a file writes them (the Python API's), under the file's rules and
+    messages: one reading of the format, whoever writes it."""
+    import json
+
+    try:
+        root = parse_tree(json.dumps(entries))  # JSON is YAML: every value keeps its type
+        nodes, links = _shape(record)
+        return parse_checks(root, nodes, links)
+    except Invalid as exc:
+        raise TopologyError("<api>", None, f"checks{exc.path}", exc.reason) from None
+
+
 def _shape(record: LabRecord) -> tuple[dict[str, Node], list[Link]]:
     """The node names and interfaces of a running lab, as the check parser wants them."""
     nodes = {name: Node(name=name) for name in record.nodes}

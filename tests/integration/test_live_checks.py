@@ -118,3 +118,27 @@ def test_graph_of_a_running_lab_shows_the_addresses_its_kernels_have(make_lab) -
     lab = make_lab(LAB)
     picture = run_cli("graph", lab.name, "--format", "dot").stdout
     assert "10.70.0.1/24" in picture and "10.71.0.2/24" in picture  # set by exec:, not in the file
+
+
+def test_the_python_api_reads_checks_by_the_files_rules(make_lab) -> None:
+    import pytest
+
+    from netemu.errors import TopologyError
+
+    lab = make_lab(LAB)
+    for call, message in [
+        (lambda: lab.command("a", "true", regex="("), "checks[0].regex: invalid regular expression"),
+        (lambda: lab.route("a", "10.71.0.0/24", dev="bad/name"), "checks[0].dev"),
+        (lambda: lab.command("a", "true", exit=300), "checks[0].exit"),
+        (lambda: lab.check("a", "nobody"), "unknown node 'nobody'"),
+        (lambda: lab.check("a", "b", within="soon"), "checks[0].within"),
+    ]:
+        with pytest.raises(TopologyError, match=re.escape(message)):
+            call()
+    r = lab.record.nodes["r"]
+    lab.node("r", "stop")
+    try:
+        stopped = lab.command("r", "true")  # a host that is down: a failed check, not an error
+        assert not stopped and "could not look" in stopped.message and r.pid is not None
+    finally:
+        lab.node("r", "start")
