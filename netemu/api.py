@@ -121,7 +121,9 @@ def ensure_images(topo: Topology, pull: str = "missing", progress: Say | None = 
 
 def _registry_image(image: str) -> bool:
     """Not `host` and not a directory: a name the store or a registry resolves."""
-    return image != "host" and not image.startswith((".", "/", "~"))
+    from netemu.topology.model import is_stored_image
+
+    return is_stored_image(image)
 
 
 def down(name: str, *, progress: Say | None = None) -> Removed:

@@ -42,6 +42,7 @@ from netemu.images.imagestore import store as default_store
 from netemu.images.limits import STREAM_SLACK, Budget, max_image_bytes
 from netemu.images.reference import Reference, RegistriesConf, load_registries_conf, parse_reference, resolve
 from netemu.progress import Step
+from netemu.topology.model import is_stored_image
 
 Progress = Callable[[str], None]
 POLICIES = ("always", "missing", "never")
@@ -117,7 +118,7 @@ def ensure_image(ref: str, policy: str = "missing", progress: Progress | None = 
     pulled) wins under `missing`; `never` fails with exit 2 naming it when there is none. The
     ImageInfo returned is the image to run: under `always` it is the one just pulled, even where
     an imported image of the same short name exists."""
-    if ref == "host" or ref.startswith((".", "/", "~")):
+    if not is_stored_image(ref):
         raise InputError(f"image '{ref}': the machine's root or a directory is not an image to pull")
     return pull(ref, policy=policy, progress=progress, store=store, max_bytes=max_bytes)
 

@@ -110,7 +110,7 @@ def check_ports_free(topo: Topology) -> None:
             outer, _, proto = published(spec)
             taken = sockets.listening(proto, outer)
             if taken:
-                raise InputError(one_line(f"{topo.path}:{node.line}: nodes.{node.name}.ports: port {outer}/{proto} "
+                raise InputError(one_line(f"{topo.where(node.line)}: nodes.{node.name}.ports: port {outer}/{proto} "
                                           f"is already in use on the machine: {_user(taken[0])}"))
 
 
@@ -132,7 +132,7 @@ def _reachable_address(topo: Topology, node: str) -> str:
             v4 = [a for a in addrs if a.version == 4]
             if ep.node == node and v4:
                 return str(v4[0].ip)
-    raise InputError(f"{topo.path}:{topo.nodes[node].line}: nodes.{node}.ports: published ports need the node "
+    raise InputError(f"{topo.where(topo.nodes[node].line)}: nodes.{node}.ports: published ports need the node "
                      "on a network with a gateway (for example `network: bridge`)")
 
 

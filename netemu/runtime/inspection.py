@@ -201,12 +201,15 @@ def _inspect_node(lab: str, info: NodeRecord) -> NodeView:
         return view
     view.usage = cgroup_usage(info.cgroup) if info.cgroup else {}
     if info.netns_pid:
-        with netlink.Socket(info.netns_pid) as sock:
-            links = sock.links()
-            addresses = _addresses_by_link(sock)
-            view.interfaces = [InterfaceView(link.name, link.state, link.mtu, addresses.get(link.index, []))
-                               for link in links]
-            view.routes = _routes(sock, links)
+        try:
+            with netlink.Socket(info.netns_pid) as sock:
+                links = sock.links()
+                addresses = _addresses_by_link(sock)
+                view.interfaces = [InterfaceView(link.name, link.state, link.mtu, addresses.get(link.index, []))
+                                   for link in links]
+                view.routes = _routes(sock, links)
+        except (OSError, netlink.RtnlError):  # the host died while we looked: shown as it is now
+            view.state = node_state(info)
     return view
 
 

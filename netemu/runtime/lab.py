@@ -43,7 +43,7 @@ def _unsupported(topo: Topology) -> None:
     for link in topo.links:
         for ep, _ in link.host_endpoints():
             if topo.nodes[ep.node].network == "host":
-                raise InputError(f"{topo.path}:{link.line}: links: node {ep.node} uses the machine's "
+                raise InputError(f"{topo.where(link.line)}: links: node {ep.node} uses the machine's "
                                  "network (network: host) and cannot have links")
 
 

@@ -19,7 +19,7 @@ from netemu.linux import cgroups, devices, initargs, mounts, procs, rootfs
 from netemu.linux.cgroups import Cgroup
 from netemu.runtime import confinement, paths, state, userns
 from netemu.runtime.records import LimitsRecord, NodeExtra, NodeRecord
-from netemu.topology.model import Node, Topology
+from netemu.topology.model import Node, Topology, is_directory_image, is_stored_image
 
 START_TIMEOUT = 30.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -55,7 +55,7 @@ def _shim_first(path: str) -> str:
 def image_of(node: Node) -> images.ImageInfo | None:
     """The imported image a node runs on; None for `host` and for directories. A value that starts
     with `.` or `/` is always a path; any other is looked up in the store first."""
-    if node.image == "host" or node.image.startswith((".", "/", "~")):
+    if not is_stored_image(node.image):
         return None
     return images.find_image(node.image)
 
@@ -92,7 +92,7 @@ def lower_layers(node: Node, topo: Topology) -> list[str]:
         path = topo.path.parent / path
     if path.is_dir():
         return [str(path.resolve())]
-    if node.image.startswith((".", "/", "~")):
+    if is_directory_image(node.image):
         raise InputError(f"node {node.name}: image '{node.image}': no such directory ({path})")
     images.get_image(node.image)  # raises, naming the images there are
     raise InputError(f"node {node.name}: image '{node.image}' not found")
@@ -141,7 +141,7 @@ def check_sources(topo: Topology, targets: list[Node]) -> None:
     """The machine's files the nodes take (`files:` directories, bind sources) exist: checked
     for every node before `up` (or `node start`) makes anything."""
     for node in targets:
-        where = f"{topo.path}:{node.line}: nodes.{node.name}"
+        where = f"{topo.where(node.line)}: nodes.{node.name}"
         for directory in node.files:
             if not Path(directory).is_dir():
                 missing = "is not a directory" if Path(directory).exists() else "does not exist"
@@ -156,7 +156,7 @@ def prepare(topo: Topology, node: Node, lab_hosts: list[tuple[str, str]]) -> Pre
     its confinement (computed once: it may read another lab's record, which can change)."""
     conf = confinement.of(topo, node)
     for bind in node.binds:
-        confinement.check_bind_source(node, bind.source, f"{topo.path}:{node.line}: ")
+        confinement.check_bind_source(node, bind.source, f"{topo.where(node.line)}: ")
     group = Cgroup(paths.cgroup_path(topo.name, node.name))
     group.create()
     group.set_limits(node.limits.cpus, node.limits.memory, node.limits.pids)

@@ -35,7 +35,7 @@ def _add_default_bridge(topo: Topology, avoid: list[pools.Net]) -> None:
     if not members:
         return
     if DEFAULT_BRIDGE in topo.networks:
-        raise InputError(f"{topo.path}: networks.{DEFAULT_BRIDGE}: the name is reserved for the default bridge "
+        raise InputError(f"{topo.where(None)}: networks.{DEFAULT_BRIDGE}: the name is reserved for the default bridge "
                          "of `network: bridge` nodes")
     subnet = pools.claim(topo.name, pools.BRIDGE_POOL, 24, 1, avoid)[0]
     hosts = subnet.hosts()

@@ -24,7 +24,7 @@ def check_machine_networks(topo: Topology) -> None:
                 machine_bridge(topo, net, sock)
             uplink = sock.link(net.uplink) if net.uplink is not None else None
             if uplink is not None and uplink.kind == "bridge":
-                raise InputError(f"{topo.path}:{net.line}: networks.{net.name}.uplink: {net.uplink} is a bridge, "
+                raise InputError(f"{topo.where(net.line)}: networks.{net.name}.uplink: {net.uplink} is a bridge, "
                                  "which cannot be a port of another bridge; to put the network's hosts on it, "
                                  f"use `bridge: {net.uplink}` instead of `uplink:`")
 
@@ -32,7 +32,7 @@ def check_machine_networks(topo: Topology) -> None:
 def machine_bridge(topo: Topology, net: Network, sock: netlink.Socket) -> str:
     """The machine's bridge a `bridge:` network joins; InputError when it has none of that name."""
     name = net.bridge or ""
-    where = f"{topo.path}:{net.line}: networks.{net.name}.bridge"
+    where = f"{topo.where(net.line)}: networks.{net.name}.bridge"
     link = sock.link(name)
     if link is None:
         raise InputError(f"{where}: the machine has no interface '{name}' "

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from netemu import capability_names
-from netemu.topology.model import IPAddress, IPInterface, IPNetwork
+from netemu.topology.model import IPAddress, IPInterface, IPNetwork, is_directory_image
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 # Node names take Docker's container-name alphabet, as containerlab and Kathara labs write them
@@ -342,9 +342,9 @@ def image(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
     _printable_path(text, "image")
-    if not text.startswith((".", "/", "~")) and any(c.isspace() for c in text):
+    if not is_directory_image(text) and any(c.isspace() for c in text):
         raise ValueError(f"invalid image name '{text}': no whitespace")
-    if text.startswith((".", "/", "~")) and any(c in text for c in ",:\\"):
+    if is_directory_image(text) and any(c in text for c in ",:\\"):
         raise ValueError(f"image directory '{text}' cannot hold ',', ':' or '\\' (overlay option separators)")
     return text
 

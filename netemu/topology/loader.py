@@ -140,7 +140,9 @@ def load_topology_text(text: str, filename: str = "<string>") -> Topology:
 
 def _load(text: str, filename: str, path: Path | None) -> Topology:
     try:
-        return _topology(parse(text), path)
+        topo = _topology(parse(text), path)
+        topo.origin = filename
+        return topo
     except Invalid as exc:
         raise TopologyError(filename, exc.line, exc.path, exc.reason) from None
 

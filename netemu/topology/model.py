@@ -18,6 +18,17 @@ CONTAINER = "container:"
 # `network: lab:LAB/NODE`: the network namespace of a node of another running lab. Never written
 # in a file (the loader refuses it): only `netemu run --network container:NAME` makes it.
 OTHER_LAB = "lab:"
+MACHINE_IMAGE = "host"  # `image: host`: the machine's / as the read-only lower layer
+
+
+def is_directory_image(image: str) -> bool:
+    """`image: ./rootfs`, `/srv/root`, `~/img`: a directory of the machine, not a stored image."""
+    return image.startswith((".", "/", "~"))
+
+
+def is_stored_image(image: str) -> bool:
+    """An image of the store or a registry: neither the machine's root nor a directory."""
+    return image != MACHINE_IMAGE and not is_directory_image(image)
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,12 @@ class Topology:
     networks: dict[str, Network] = field(default_factory=dict)
     links: list[Link] = field(default_factory=list)
     checks: list[AnyCheck] = field(default_factory=list)
+    origin: str | None = None  # what errors name when there is no file: `<netemu run>`, `<string>`
+
+    def where(self, line: int | None) -> str:
+        """FILE:LINE for an error found at `up` (or the text's origin when there is no file)."""
+        source = str(self.path) if self.path is not None else self.origin or f"<lab {self.name}>"
+        return f"{source}:{line}" if line else source
 
     def node_addresses(self, node: str) -> list[IPInterface]:
         """Every address of a node, in file order (its 'first address' is [0])."""

@@ -41,7 +41,7 @@ def topology_to_dict(topo: Topology) -> Json:
         "nodes": {name: _node_to(node) for name, node in topo.nodes.items()},
         "networks": {name: _network_to(net) for name, net in topo.networks.items()},
         "links": [_link_to(link) for link in topo.links],
-        "checks": [_check_to(check) for check in topo.checks],
+        "checks": [_check_to(check) for check in topo.checks], "origin": topo.origin,
     }
 
 
@@ -55,7 +55,7 @@ def topology_from_dict(data: Json, source: str = "saved topology") -> Topology:
         nodes={name: _node_from(node) for name, node in data["nodes"].items()},
         networks={name: _network_from(net) for name, net in data["networks"].items()},
         links=[_link_from(link) for link in data["links"]],
-        checks=[_check_from(check) for check in data["checks"]],
+        checks=[_check_from(check) for check in data["checks"]], origin=data.get("origin"),
     )
 
 
