@@ -1,4 +1,4 @@
-"""`netemu run`: the seed's `docker run` lines with `netemu` in place of `docker`, on an image
+"""`netemu run`: `docker run` lines with `netemu` in place of `docker`, on an image
 named `busybox` that the test's own registry on 127.0.0.1 serves as docker.io/library/busybox
 (built from the static busybox; see test_registry.py). Interactive runs are driven through a
 real pseudo-terminal, as a user types them."""
@@ -70,7 +70,7 @@ def lab_names() -> set[str]:
     return {line.split()[0] for line in run_cli("ps").stdout.splitlines()[1:] if line.strip()}
 
 
-def test_the_seed_interactive_run_with_rm_leaves_nothing(busybox: str) -> None:
+def test_an_interactive_run_with_rm_on_a_terminal_leaves_nothing(busybox: str) -> None:
     name = unique_name("b")
     before = kernel_snapshot.snapshot()
     code, screen = in_terminal(

@@ -9,7 +9,7 @@ from netemu.topology import runspec
 from netemu.topology.runspec import RunSpec
 
 
-def test_the_seed_docker_run_line_becomes_one_host() -> None:
+def test_a_docker_run_line_becomes_one_host() -> None:
     # docker run -it --name b1 --network bridge -h test --dns 114.114.114.114 \
     #   --add-host www.baidu.com:192.168.0.148 --rm busybox
     spec = RunSpec(image="busybox", name="b1", network="bridge", hostname="test", dns=["114.114.114.114"],
