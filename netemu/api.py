@@ -49,7 +49,10 @@ def is_file_argument(target: str) -> bool:
     taken for a file but a directory of that name holding a lab.conf."""
     if target.endswith((".yaml", ".yml")) or "/" in target or target == "lab.conf":
         return True
-    return Path(target).is_dir() and Path(target, "lab.conf").is_file()
+    try:
+        return Path(target).is_dir() and Path(target, "lab.conf").is_file()
+    except OSError:  # a name too long to be a path is no directory either
+        return False
 
 
 def lab_name(target: str) -> str:
@@ -68,13 +71,20 @@ def topology_of(target: str) -> Topology:
     """A topology file's model, or a running lab's as `up` settled it (with its addresses)."""
     from netemu.runtime import state
 
-    if is_file_argument(target) or Path(target).is_file():
+    if is_file_argument(target) or _is_file(target):
         return load_topology(target)
     topo = state.load_topology(target)
     if topo is None:
         raise InputError(f"{target}: neither a topology file nor a running lab (netemu ps lists the labs)")
     _live_addresses(topo, inspect(target))
     return topo
+
+
+def _is_file(target: str) -> bool:
+    try:
+        return Path(target).is_file()
+    except OSError:
+        return False
 
 
 def _live_addresses(topo: Topology, view: LabView) -> None:
