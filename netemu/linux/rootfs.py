@@ -71,19 +71,26 @@ class LayerDirs:
         The source is the user's: its regular files, directories and symbolic links are copied
         (a link as a link, never followed), with their permission bits, owned by the host's
         root; setuid and setgid bits only with `keep_setid` (a privileged node). Devices, FIFOs
-        and sockets are skipped. The destination is the host's: on a restart it holds what the
-        host wrote, symbolic links to anywhere included, so it is walked as `inject` walks it,
-        through descriptors with O_NOFOLLOW, and a link (or a file) where a directory of the
-        source goes is left as the host made it, with nothing copied below it. Returns one note
-        per entry not copied, for the node's console.log."""
+        and sockets are skipped. The source may be writable by a running host too (a directory
+        another node binds): below `source` it is walked through descriptors with O_NOFOLLOW, a
+        file is opened only once it is known to be a regular file (never a device or a FIFO the
+        host put there meanwhile) and copied up to the size it had then. The destination is the
+        host's: on a restart it holds what the host wrote, symbolic links to anywhere included,
+        so it is walked as `inject` walks it, through descriptors with O_NOFOLLOW, and a link (or
+        a file) where a directory of the source goes is left as the host made it, with nothing
+        copied below it. Returns one note per entry not copied, for the node's console.log."""
         notes: list[str] = []
-        top = os.open(self.upper, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        src = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the path as the user named it
         try:
-            _copy_dir(str(source), top, "", _CopyRules(keep_setid, notes))
-        except RecursionError:
-            raise OSError(errno.ELOOP, f"{source}: the tree is too deep to copy") from None
+            top = os.open(self.upper, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                _copy_dir(src, top, "", _CopyRules(keep_setid, notes))
+            except RecursionError:
+                raise OSError(errno.ELOOP, f"{source}: the tree is too deep to copy") from None
+            finally:
+                os.close(top)
         finally:
-            os.close(top)
+            os.close(src)
         return notes
 
     def open_console(self) -> int:
@@ -128,30 +135,62 @@ class _CopyRules:
 _SETID = stat.S_ISUID | stat.S_ISGID
 
 
-def _copy_dir(source: str, dest: int, rel: str, rules: _CopyRules) -> None:
-    """Copy the entries of directory `source` into the layer's directory descriptor `dest`."""
+class _SourceChanged(OSError):
+    """An entry of the source is no longer what its listing said (a host changed it meanwhile)."""
+
+
+def _copy_dir(source: int, dest: int, rel: str, rules: _CopyRules) -> None:
+    """Copy the entries of the source directory descriptor `source` into the layer's directory
+    descriptor `dest`."""
     with os.scandir(source) as listing:
-        entries = sorted(listing, key=lambda entry: entry.name)
-    for entry in entries:
-        where = f"{rel}/{entry.name}"
-        st = entry.stat(follow_symlinks=False)
+        names = sorted(entry.name for entry in listing)
+    for name in names:
+        where = f"{rel}/{name}"
         try:
-            if stat.S_ISDIR(st.st_mode):
-                _copy_subdir(entry.path, dest, entry.name, where, stat.S_IMODE(st.st_mode), rules)
-            elif stat.S_ISREG(st.st_mode):
-                mode = stat.S_IMODE(st.st_mode) & (~0 if rules.keep_setid else ~_SETID)
-                _copy_file(entry.path, dest, entry.name, mode)
-            elif stat.S_ISLNK(st.st_mode):
-                _replace_symlink(dest, entry.name, os.readlink(entry.path))
-            else:
-                rules.notes.append(f"{where}: not copied: {_kind(st.st_mode)} (only files, directories and links are)")
+            _copy_entry(source, dest, name, where, rules)
+        except FileNotFoundError:
+            rules.notes.append(f"{where}: not copied: it was removed while netemu copied it")
+        except _SourceChanged as exc:
+            rules.notes.append(f"{where}: not copied: {exc.strerror}")
         except UnsafeLayerPath as exc:
             rules.notes.append(f"{where}: not copied: {exc.strerror}")
         except IsADirectoryError:  # the host has a directory where the source has a file or link
             rules.notes.append(f"{where}: not copied: the host has a directory there")
 
 
-def _copy_subdir(source: str, parent: int, name: str, where: str, mode: int, rules: _CopyRules) -> None:
+def _copy_entry(source: int, dest: int, name: str, where: str, rules: _CopyRules) -> None:
+    st = os.stat(name, dir_fd=source, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        sub = _open_source(source, name, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _copy_subdir(sub, dest, name, where, stat.S_IMODE(os.fstat(sub).st_mode), rules)
+        finally:
+            os.close(sub)
+    elif stat.S_ISREG(st.st_mode):
+        _copy_file(source, name, dest, rules.keep_setid)
+    elif stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(name, dir_fd=source)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            raise _SourceChanged(errno.EINVAL, "it stopped being a symbolic link while netemu copied it") from None
+        _replace_symlink(dest, name, target)
+    else:
+        rules.notes.append(f"{where}: not copied: {_kind(st.st_mode)} (only files, directories and links are)")
+
+
+def _open_source(directory: int, name: str, flags: int) -> int:
+    """`name` below the source descriptor, never through a link (one put there since the listing)."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise _SourceChanged(exc.errno, "it changed kind while netemu copied it") from None
+
+
+def _copy_subdir(source: int, parent: int, name: str, where: str, mode: int, rules: _CopyRules) -> None:
     fd = _open_subdir(parent, name, where)
     try:
         os.fchmod(fd, mode)  # the host's own directory, reached without following links
@@ -180,19 +219,32 @@ def _open_subdir(parent: int, name: str, where: str) -> int:
     raise UnsafeLayerPath(errno.EBUSY, f"'{where}' in the host's root keeps changing")
 
 
-def _copy_file(source: str, directory: int, name: str, mode: int) -> None:
-    """Copy regular file `source` over `name` in `directory`, atomically, never following a link
-    there (a link in its place is replaced)."""
-    tmp = f".{name}.netemu-tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp, dir_fd=directory)
-    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _copy_file(source: int, name: str, directory: int, keep_setid: bool) -> None:
+    """Copy the regular file `name` of the source descriptor over `name` in `directory`,
+    atomically, never following a link there (a link in its place is replaced).
+
+    The source is opened as a path only (O_PATH opens no device and waits on no FIFO) and read
+    through /proc/self/fd once fstat says it is a regular file: a device node a host made in
+    a directory it shares with the source would otherwise be opened on the machine's side,
+    where no `nodev` holds (the machine's disk). At most the size fstat gave is copied: a file
+    a host keeps appending to ends."""
+    handle = _open_source(source, name, os.O_PATH)
     try:
+        st = os.fstat(handle)
+        if not stat.S_ISREG(st.st_mode):
+            raise _SourceChanged(errno.EINVAL, f"it became {_kind(st.st_mode)} while netemu copied it")
+        src = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(handle)
+    mode = stat.S_IMODE(st.st_mode) & (~0 if keep_setid else ~_SETID)
+    tmp = f".{name}.netemu-tmp"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=directory)
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                       dir_fd=directory)
         try:
-            with open(src, "rb", closefd=False) as reader, open(out, "wb", closefd=False) as writer:
-                shutil.copyfileobj(reader, writer, 1 << 20)
+            _copy_bytes(src, out, st.st_size)
             os.fchown(out, 0, 0)
             os.fchmod(out, mode)  # after the chown, which clears setuid bits
         finally:
@@ -200,6 +252,18 @@ def _copy_file(source: str, directory: int, name: str, mode: int) -> None:
     finally:
         os.close(src)
     _rename_over(directory, tmp, name)
+
+
+def _copy_bytes(src: int, out: int, size: int) -> None:
+    left = size
+    while left > 0:
+        chunk = os.read(src, min(left, 1 << 20))
+        if not chunk:  # the file shrank meanwhile: what there was
+            return
+        left -= len(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(out, view):]
 
 
 def _replace_symlink(directory: int, name: str, target: str) -> None:

@@ -201,12 +201,24 @@ def copy_files(layers: rootfs.LayerDirs, node: Node) -> None:
     be copied (a device in the source, a link the host put where a directory goes) is named in
     the node's console.log."""
     for directory in node.files:
+        _check_files_source(node, directory)
         try:
             notes = layers.copy_in(Path(directory), keep_setid=node.privileged)
         except FileNotFoundError as exc:  # checked before up; gone since
             raise InputError(f"node {node.name}: files: {exc.filename or directory} does not exist") from None
         for note in notes:
             _console_note(layers, f"files {directory}: {note}")
+
+
+def _check_files_source(node: Node, directory: str) -> None:
+    """A `files:` directory that is (or is a link to) the machine's `/`, or lies in its /proc,
+    /sys or /dev, would copy the machine into the host: its secrets, and /proc/kcore's 128 TiB.
+    A downloaded lab's `common -> /` must not do that, privileged node or not."""
+    real = Path(directory).resolve()
+    for machine in confinement.MACHINE_PATHS:
+        if real == Path(machine) or (machine != "/" and Path(machine) in real.parents):
+            raise InputError(f"node {node.name}: files: {directory} is the machine's {machine} ({real}): netemu "
+                             "copies only a directory of the lab's")
 
 
 def _console_note(layers: rootfs.LayerDirs, text: str) -> None:
@@ -400,6 +412,9 @@ case "$action" in daemon-reload|daemon-reexec) exit 0 ;; esac
 
 result=0
 for unit in $units; do
+    case "$unit" in  # systemd's rule: a unit name is no path (/etc/init.d/../../x would run /x)
+        */*|.*) echo "systemctl: Unit name $unit is not valid." >&2; result=1; continue ;;
+    esac
     case "$action" in
         start|stop|restart|reload) act "$unit" "$action"; code=$? ;;
         try-restart|condrestart)

@@ -11,8 +11,13 @@ laughs", is a few lines that would expand to 10^9 values).
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import yaml
@@ -25,6 +30,12 @@ _ALIAS_TAG = "!netemu-alias"  # marker node standing for an alias, expanded (bou
 # Values reached through aliases, in all: a file reusing a block of defaults in every node of a
 # thousand-node lab stays far below it, an alias bomb reaches it in a few milliseconds.
 ALIAS_EXPANSION_MAX = 100_000
+# Collections inside collections, aliases' targets included: no configuration file comes near
+# it, and past it PyYAML's composer and to_item would run out of Python's stack (a RecursionError
+# names no line).
+NESTING_MAX = 100
+# An alias token as the scanner sees one: `*name` after a space, a line start or a flow indicator.
+_ALIAS_TOKEN = re.compile(r"(?:^|(?<=[\s\[{,]))\*[^\s\[\]{},]+", re.MULTILINE)
 
 
 class Invalid(Exception):
@@ -135,17 +146,62 @@ class _StrictLoader(yaml.SafeLoader):
         self.expanding = 0  # aliases being expanded, one inside the other
         self.open: set[int] = set()  # ids of the collections being converted: an alias to one recurses
         self.outermost: tuple[int, str, str] = (0, "", "")  # line, key path and anchor of the alias written
+        # While composing: the values each node holds once its aliases are expanded (by id), the
+        # sum over the aliases written so far, and (key path, is a merge key's list) of each node
+        # being composed, outermost first, so that a bomb is refused where to_item would refuse
+        # it, but before PyYAML has read the rest of a 4 MiB file.
+        self.weights: dict[int, int] = {}
+        self.reached = 0
+        self.composing: list[tuple[str, bool]] = []
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        path, merge_list = self._path_of(parent, index)
+        if len(self.composing) >= NESTING_MAX:
+            line = self.peek_event().start_mark.line + 1
+            raise Invalid(line, path, f"nesting is too deep: at most {NESTING_MAX} levels of mappings and lists")
         if self.check_event(yaml.AliasEvent):
-            event = self.get_event()
-            if event.anchor not in self.anchors:
-                raise yaml.composer.ComposerError(None, None, f"found undefined alias *{event.anchor}",
-                                                  event.start_mark)
-            marker = yaml.ScalarNode(_ALIAS_TAG, event.anchor, event.start_mark, event.end_mark)
-            marker.netemu_target = self.anchors[event.anchor]
-            return marker
-        return super().compose_node(parent, index)
+            return self._alias(self.get_event(), path)
+        self.composing.append((path, merge_list))
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.composing.pop()
+        self.weights[id(node)] = self._weight(node)
+        return node
+
+    def _path_of(self, parent: Any, index: Any) -> tuple[str, bool]:
+        """The key path to_item gives the node being composed (a merge key's values, and the
+        entries of its list, take the merging mapping's path), and whether it is a merge key's value."""
+        if parent is None or not self.composing:
+            return "", False
+        parent_path, parent_is_merge_list = self.composing[-1]
+        if isinstance(index, int):
+            return (parent_path if parent_is_merge_list else f"{parent_path}[{index}]"), False
+        if isinstance(index, yaml.ScalarNode):  # a mapping's value; None: one of its keys
+            if index.tag == _MERGE_TAG:
+                return parent_path, True
+            return child_path(parent_path, index.value), False
+        return parent_path, False
+
+    def _alias(self, event: Any, path: str) -> Any:
+        if event.anchor not in self.anchors:
+            raise yaml.composer.ComposerError(None, None, f"found undefined alias *{event.anchor}", event.start_mark)
+        marker = yaml.ScalarNode(_ALIAS_TAG, event.anchor, event.start_mark, event.end_mark)
+        marker.netemu_target = target = self.anchors[event.anchor]
+        # an anchor still being composed (`&a [*a]`) has no weight yet: to_item refuses it
+        self.weights[id(marker)] = weight = self.weights.get(id(target), 1)
+        self.reached += weight
+        if self.reached > ALIAS_EXPANSION_MAX:
+            raise _too_far(event.start_mark.line + 1, path, event.anchor)
+        return marker
+
+    def _weight(self, node: Any) -> int:
+        """What to_item makes of `node`: itself and, for a collection, its values (not its keys)."""
+        if isinstance(node, yaml.MappingNode):
+            return 1 + sum(self.weights.get(id(value), 1) for _, value in node.value)
+        if isinstance(node, yaml.SequenceNode):
+            return 1 + sum(self.weights.get(id(child), 1) for child in node.value)
+        return 1
 
     def to_item(self, node: Any, path: str, key_line: int | None = None) -> Item:
         if node.tag == _ALIAS_TAG:
@@ -153,9 +209,7 @@ class _StrictLoader(yaml.SafeLoader):
         if self.expanding:
             self.expanded += 1
             if self.expanded > ALIAS_EXPANSION_MAX:
-                line, where, anchor = self.outermost
-                raise Invalid(line, where, f"alias *{anchor} expands too far: aliases are not allowed to reach more "
-                              f"than {ALIAS_EXPANSION_MAX} values in all (an alias bomb?)")
+                raise _too_far(*self.outermost)
         return self._item(node, path, key_line)
 
     def _expand(self, marker: Any, path: str, key_line: int | None) -> Item:
@@ -177,6 +231,9 @@ class _StrictLoader(yaml.SafeLoader):
         if not node.tag.startswith(_STD_TAG):
             raise Invalid(line, path, f"YAML tag '{node.tag}' is not allowed")
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if len(self.open) >= NESTING_MAX:  # the composer bounds each anchor; aliases inside aliases add up
+                raise Invalid(line, path, f"nesting is too deep: at most {NESTING_MAX} levels of mappings and "
+                              "lists, aliases' values included")
             self.open.add(id(node))
             try:
                 if isinstance(node, yaml.MappingNode):
@@ -245,9 +302,46 @@ class _StrictLoader(yaml.SafeLoader):
         return merged
 
 
+def read_lab_file(path: Path, limit: int) -> bytes:
+    """A file a lab names (lab.conf, lab.dep, an env-file), at most `limit` + 1 bytes (the
+    caller refuses a longer one). It must be a regular file: a FIFO would block netemu forever
+    and /dev/zero would fill its memory, so the path is opened with O_PATH (which opens no
+    device and waits on no FIFO) and read through /proc/self/fd only once fstat says what it is.
+    Raises OSError whose strerror says why."""
+    handle = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(handle).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})")
+        fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(handle)
+    with open(fd, "rb") as reader:
+        return reader.read(limit + 1)
+
+
+def _too_far(line: int, path: str, anchor: str) -> Invalid:
+    return Invalid(line, path, f"alias *{anchor} expands too far: aliases are not allowed to reach more "
+                   f"than {ALIAS_EXPANSION_MAX} values in all (an alias bomb?)")
+
+
+def _count_aliases(text: str) -> None:
+    """Every alias reaches one value at least, so a file with more alias tokens than the bound
+    is a bomb whatever they name: refused before PyYAML's scanner, which takes seconds per
+    megabyte, reads it. (A `*x` inside a quoted string counts too: no file has 100,000.)"""
+    for count, match in enumerate(_ALIAS_TOKEN.finditer(text), 1):
+        if count > ALIAS_EXPANSION_MAX:
+            line = text.count("\n", 0, match.start()) + 1
+            raise Invalid(line, "", f"more than {ALIAS_EXPANSION_MAX} aliases: aliases are not allowed to reach "
+                          f"more than {ALIAS_EXPANSION_MAX} values in all (an alias bomb?)")
+
+
 def parse(text: str) -> Item | None:
     """The document as an Item tree, or None for an empty document."""
     loader: _StrictLoader | None = None
+    _count_aliases(text)
     try:
         loader = _StrictLoader(text)  # its reader already rejects non-printable characters
         root = loader.get_single_node()

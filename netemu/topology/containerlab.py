@@ -30,7 +30,7 @@ from pathlib import Path
 
 from netemu.errors import TopologyError
 from netemu.topology import loader
-from netemu.topology._tree import Invalid, Item, child_path, parse
+from netemu.topology._tree import Invalid, Item, child_path, parse, read_lab_file
 from netemu.topology.model import Node, Topology
 
 # --- the containerlab schema, as far as netemu reads it ---------------------------------------
@@ -101,6 +101,7 @@ DEFAULT_VETH_MTU = 9500  # containerlab's veth links are jumbo-sized unless `mtu
 NODE_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")  # containerlab's own rule, `|` aside
 PULL_POLICIES = ("ifnotpresent",)  # netemu's `up --pull missing`: the one policy a file may ask for
 FRR_DIR = "/etc/frr/"
+ENV_FILE_MAX = 1 << 20  # a dotenv file of a lab: far more than any environment needs
 # Files containerlab writes into its lab directory on deploy; netemu writes none of them.
 CLAB_GENERATED = ("ansible-inventory.yml", "topology-data.json", "nornir-simple-inventory.yml", ".tls")
 
@@ -131,6 +132,29 @@ def expand_env(text: str, env: Mapping[str, str]) -> str:
         return value if is_set and value is not None else expand_env(default, env)
 
     return _ENV_REF.sub(substitute, text)
+
+
+_YAML_BREAKS = ("\n", "\r", "\x85", "\u2028", "\u2029")  # what PyYAML takes for a line break
+
+
+def _breaks(text: str) -> int:
+    return sum(text.count(mark) for mark in _YAML_BREAKS)
+
+
+def _expand_lines(text: str, env: Mapping[str, str]) -> str:
+    """expand_env, line by line: a value that holds a line break would add lines to the file,
+    and with them keys (`IMG="alpine\n    privileged: true"`), so it is refused at the line that
+    uses it. An environment is not a place for YAML structure."""
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        expanded = expand_env(line, env)
+        if _breaks(expanded) > _breaks(line):
+            ref = next((m.group(0) for m in _ENV_REF.finditer(line) if _breaks(expand_env(m.group(0), env))),
+                       "a variable")
+            raise Invalid(number + 1, "", f"{ref}: its value holds a line break, which would add lines (and keys) "
+                                          "to the file: a variable here takes a one-line value")
+        lines[number] = expanded
+    return "\n".join(lines)
 
 
 def _refuse_templates(text: str) -> None:
@@ -512,9 +536,10 @@ class _Converter:
             if item.value is not None:
                 env[key] = _text_item("" if item.value == "" else _string(item), item)
         if env.get("__IMPORT_ENVS") is not None and env["__IMPORT_ENVS"].value == "true":
-            imported = env["__IMPORT_ENVS"]
-            for key, value in os.environ.items():
-                env.setdefault(key, _text_item(value, imported, child_path(imported.path, key)))
+            # A lab file from elsewhere must not hand the caller's whole environment (a CI
+            # job's secrets) to hosts running images nobody here wrote.
+            env["__IMPORT_ENVS"].fail("__IMPORT_ENVS would give the hosts the whole environment of whoever "
+                                      "runs netemu (secrets included): name each variable, KEY: ${KEY}")
         like = layers.item
         env["CLAB_INTFS"] = _text_item(str(self.interfaces.get(layers.name, 0)), like)
         for key, value in self._all_labels(layers).items():
@@ -525,9 +550,14 @@ class _Converter:
         """A dotenv file: KEY=VALUE lines, `export ` allowed, `#` comments, quotes removed."""
         path = self._host_path(_string(entry), entry, "env-file")
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            entry.fail(f"cannot read env-file {path}: {exc}")
+            data = read_lab_file(path, ENV_FILE_MAX)
+            lines = data.decode("utf-8").splitlines()
+        except OSError as exc:
+            entry.fail(f"cannot read env-file {path}: {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            entry.fail(f"cannot read env-file {path}: not valid UTF-8")
+        if len(data) > ENV_FILE_MAX:
+            entry.fail(f"env-file {path} is larger than {ENV_FILE_MAX >> 20} MiB")
         env: dict[str, Item] = {}
         for number, line in enumerate(lines, 1):
             line = line.strip()
@@ -994,7 +1024,7 @@ def load_containerlab(path: str | Path) -> Topology:
     path = Path(path)
     filename = str(path)
     try:
-        data = path.read_bytes()[: loader.MAX_FILE_BYTES + 1]
+        data = read_lab_file(path, loader.MAX_FILE_BYTES)
     except OSError as exc:
         raise TopologyError(filename, None, "", f"cannot read the file: {exc.strerror or exc}") from None
     if len(data) > loader.MAX_FILE_BYTES:
@@ -1011,7 +1041,7 @@ def load_containerlab(path: str | Path) -> Topology:
 
 
 def _load(text: str, path: Path) -> Topology:
-    text = expand_env(text, os.environ)
+    text = _expand_lines(text, os.environ)
     _refuse_templates(text)
     root = parse(text)
     if root is None:

@@ -27,6 +27,7 @@ import yaml
 
 from netemu.errors import TopologyError
 from netemu.topology import _values as values
+from netemu.topology._tree import read_lab_file
 from netemu.topology.loader import LAB_NAME_MAX, NETWORK_NAME_MAX, load_topology_text
 from netemu.topology.model import Topology
 
@@ -138,7 +139,7 @@ def _conf_path(path: Path) -> Path:
 
 def _read_text(path: Path) -> str:
     try:
-        data = path.read_bytes()[: (4 << 20) + 1]
+        data = read_lab_file(path, 4 << 20)
     except OSError as exc:
         raise TopologyError(str(path), None, "", f"cannot read the file: {exc.strerror or exc}") from None
     if len(data) > 4 << 20:
@@ -376,7 +377,7 @@ def _refuse_unsupported_files(lab: _Lab) -> None:
 
 def _first_rule_line(path: Path) -> int | None:
     try:
-        rules = _lines(path.read_text(errors="replace"))
+        rules = _lines(read_lab_file(path, 4 << 20).decode(errors="replace"))
     except OSError:
         return None
     return rules[0][0] if rules else None
@@ -653,7 +654,7 @@ def _binds(lab: _Lab, machine: _Machine, lines: dict[str, int]) -> list[str]:
     if ":" in directory or "," in directory:
         lab.fail(None, "", f"the lab directory '{directory}' holds ':' or ',', which a netemu bind cannot name")
     binds = [f"{directory}:/hostlab:ro"]
-    if (lab.directory / "shared").is_dir():
+    if _own_dir(lab, "shared", None):
         binds.append(f"{directory}/shared:/shared:rw")
     for value, line in machine.volumes:
         lines[f"nodes.{machine.name}.binds[{len(binds)}]"] = line
@@ -674,6 +675,20 @@ def _volume(lab: _Lab, machine: _Machine, value: str, line: int) -> str:
         return "{}:{}:{}".format(*values.bind(f"{source}:{guest}:{mode}")[:2], mode)
     except ValueError as exc:
         lab.fail(line, key, str(exc))
+
+
+def _own_dir(lab: _Lab, name: str, line: int | None) -> bool:
+    """Whether the lab has directory `name` (a machine's, copied over its root, or shared/,
+    bound read-write into every machine). It must be the lab's own: a downloaded lab's
+    `r1 -> /` would copy the machine's files into a host, `shared -> /etc` would give every host
+    the machine's /etc to write. Kathara copies and binds them as the lab has them, and its
+    machines are containers of a Docker daemon, not this machine's files."""
+    path = lab.directory / name
+    if path.is_symlink():
+        target = os.readlink(path)
+        lab.fail(line, f"{name}/", f"{path} is a symbolic link (to {target}): the machines' and the shared "
+                                   "directories must be directories of the lab itself")
+    return path.is_dir()
 
 
 def _split(lab: _Lab, machine: _Machine, arg: str) -> list[str]:
@@ -777,7 +792,7 @@ def _finish_node(lab: _Lab, topo: Topology, machine: _Machine, deps: list[str]) 
     node = topo.nodes[machine.name]
     node.line = machine.line
     own = lab.directory / machine.name
-    node.files = [str(own)] if own.is_dir() else []
+    node.files = [str(own)] if _own_dir(lab, machine.name, machine.line) else []
     node.wait_for = list(deps)
     node.systemctl = True
     if "entrypoint" in machine.options:

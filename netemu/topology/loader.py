@@ -17,7 +17,7 @@ from typing import NoReturn
 from netemu.errors import InputError, TopologyError
 from netemu.topology import _values as values
 from netemu.topology._links import parse_links
-from netemu.topology._tree import Invalid, Item, parse
+from netemu.topology._tree import Invalid, Item, parse, read_lab_file
 from netemu.topology.model import (
     CONTAINER,
     SHARED_KINDS,
@@ -120,7 +120,7 @@ def _foreign_loader(path: Path, fmt: str, module: str, function: str) -> Callabl
 def _load_netemu_file(path: Path) -> Topology:
     """Read and validate a topology file in netemu's own format."""
     try:
-        data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+        data = read_lab_file(path, MAX_FILE_BYTES)  # a regular file only: a FIFO would block
     except OSError as exc:
         raise TopologyError(str(path), None, "", f"cannot read the file: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE_BYTES:

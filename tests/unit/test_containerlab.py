@@ -349,3 +349,12 @@ def test_a_lab_name_netemu_cannot_use_is_refused_at_its_line(tmp_path):
 def test_an_interface_twice_is_found_by_netemus_own_check(tmp_path):
     error = refusal(tmp_path, TWO + '    - endpoints: ["a:eth1", "b:eth2"]\n')
     assert (error.line, error.key) == (8, "topology.links[1].endpoints[0]") and "already used at line 7" in error.reason
+
+
+def test_import_envs_is_refused_so_a_lab_file_cannot_take_the_callers_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CI_SECRET", "s3cr3t")
+    path = tmp_path / "lab.clab.yml"
+    path.write_text("name: leak\ntopology:\n  nodes:\n    n1:\n      kind: linux\n      image: alpine\n"
+                    "      env:\n        __IMPORT_ENVS: true\n")
+    with pytest.raises(TopologyError, match=r"lab\.clab\.yml:8: .*__IMPORT_ENVS would give the hosts"):
+        load_containerlab(path)
