@@ -158,6 +158,8 @@ def test_node_stop_and_start_with_a_node_sharing_the_namespaces(make_lab):
         lab.node("b", "start")
     lab.node("a", "start")
     lab.node("b", "start")
+    b = lab.record.nodes["b"]
+    assert b.alive, "b died after its start; its console:\n" + Path(b.console).read_text(errors="replace")[-2000:]
     for kind in KINDS:
         assert _ns(lab.pid("b"), kind) == _ns(lab.pid("a"), kind)
     assert "sleep 4242" in _processes(lab, "b")
