@@ -30,6 +30,7 @@ from pathlib import Path
 
 from netemu.errors import TopologyError
 from netemu.topology import loader
+from netemu.topology._order import find_loop
 from netemu.topology._tree import Invalid, Item, child_path, parse, read_lab_file
 from netemu.topology.model import Node, Topology
 
@@ -1064,25 +1065,11 @@ def _apply_after(node: Node, extra: dict[str, object]) -> None:
 
 def _check_wait_loops(topology: Topology, converter: _Converter) -> None:
     """wait-for must not loop: nodes that wait for each other would never start."""
-    done: set[str] = set()
-    for root in topology.nodes:
-        trail: list[str] = []
-        stack = [(root, iter(topology.nodes[root].wait_for))]
-        trail.append(root)
-        while stack:
-            name, todo = stack[-1]
-            target = next(todo, None)
-            if target is None:
-                done.add(name)
-                stack.pop()
-                trail.pop()
-                continue
-            if target in trail:
-                loop = " -> ".join([*trail[trail.index(target):], target])
-                converter.wait_items[name][target].fail(f"wait-for makes a loop ({loop})")
-            if target not in done:
-                stack.append((target, iter(topology.nodes[target].wait_for)))
-                trail.append(target)
+    loop = find_loop(topology.nodes, lambda name: [("wait-for", t) for t in topology.nodes[name].wait_for])
+    if loop is not None:
+        name, _, target = loop[-1]
+        text = " -> ".join([*(node for node, _, _ in loop), target])
+        converter.wait_items[name][target].fail(f"wait-for makes a loop ({text})")
 
 
 def is_containerlab_file(path: str | Path) -> bool:

@@ -27,6 +27,7 @@ import yaml
 
 from netemu.errors import TopologyError
 from netemu.topology import _values as values
+from netemu.topology._order import find_loop
 from netemu.topology._tree import read_lab_file
 from netemu.topology.loader import LAB_NAME_MAX, NETWORK_NAME_MAX, load_topology_text
 from netemu.topology.model import Topology
@@ -341,24 +342,12 @@ def _parse_dep(lab: _Lab) -> dict[str, list[str]]:
 
 
 def _check_dep_loops(lab: _Lab, rules: dict[str, tuple[list[str], int]], path: Path) -> None:
-    """Depth-first, in file order, without recursion: the error names the rule that closes the loop."""
-    done: set[str] = set()
-    for root in rules:
-        stack = [(root, iter(rules[root][0]))]
-        on_path = [root]
-        while stack:
-            name, todo = stack[-1]
-            dep = next(todo, None)
-            if dep is None:
-                done.add(name)
-                on_path.pop()
-                stack.pop()
-            elif dep in on_path:
-                loop = " -> ".join([*on_path[on_path.index(dep):], dep])
-                lab.fail(rules[name][1], "lab.dep", f"start-order loop: {loop}", path)
-            elif dep not in done and dep in rules:
-                stack.append((dep, iter(rules[dep][0])))
-                on_path.append(dep)
+    """In file order: the error names the rule that closes the loop."""
+    loop = find_loop(rules, lambda name: [("lab.dep", dep) for dep in rules[name][0]] if name in rules else [])
+    if loop is not None:
+        name, _, dep = loop[-1]
+        text = " -> ".join([*(node for node, _, _ in loop), dep])
+        lab.fail(rules[name][1], "lab.dep", f"start-order loop: {text}", path)
 
 
 def _refuse_unsupported_files(lab: _Lab) -> None:

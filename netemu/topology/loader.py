@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from difflib import get_close_matches
 from pathlib import Path
 from typing import NoReturn
@@ -17,6 +17,7 @@ from typing import NoReturn
 from netemu.errors import InputError, TopologyError
 from netemu.topology import _values as values
 from netemu.topology._links import parse_links
+from netemu.topology._order import Step, find_loop
 from netemu.topology._tree import Invalid, Item, parse, read_lab_file
 from netemu.topology.model import (
     CONTAINER,
@@ -329,32 +330,10 @@ def _check_shared_namespace(nodes: dict[str, Node], name: str, kind: str, where:
 def _check_start_order(nodes: dict[str, Node], where: dict[str, dict[str, Item]]) -> None:
     """A node starts after every node it shares a namespace with and every node it waits for,
     so the `container:` keys of all three kinds and `wait_for:` together must not loop (a:
-    network: container:b, b: pid: container:a). One depth-first walk, without recursion: a chain
-    of a thousand nodes is fine."""
-    done: set[str] = set()
-    for root in nodes:
-        if root in done:
-            continue
-        path: list[tuple[str, Iterator[tuple[str, str]]]] = [(root, iter(_start_after(nodes[root])))]
-        steps: list[tuple[str, str, str]] = []  # (node, kind, target) along `path`
-        on_path = {root}
-        while path:
-            name, todo = path[-1]
-            step = next(todo, None)
-            if step is None:  # every node reachable from `name` starts well
-                done.add(name)
-                on_path.discard(name)
-                path.pop()
-                if steps:
-                    steps.pop()
-                continue
-            kind, target = step
-            if target in on_path:
-                _start_order_loop(where, [*steps, (name, kind, target)], target)
-            if target not in done:
-                steps.append((name, kind, target))
-                path.append((target, iter(_start_after(nodes[target]))))
-                on_path.add(target)
+    network: container:b, b: pid: container:a)."""
+    loop = find_loop(nodes, lambda name: _start_after(nodes[name]))
+    if loop is not None:
+        _start_order_loop(where, loop)
 
 
 def _start_after(node: Node) -> list[tuple[str, str]]:
@@ -362,9 +341,8 @@ def _start_after(node: Node) -> list[tuple[str, str]]:
     return [*node.shares(), *(("wait_for", target) for target in node.wait_for)]
 
 
-def _start_order_loop(where: dict[str, dict[str, Item]], steps: list[tuple[str, str, str]], start: str) -> NoReturn:
+def _start_order_loop(where: dict[str, dict[str, Item]], loop: list[Step]) -> NoReturn:
     """Report a loop of `container:` and `wait_for:` keys at the key that leaves its first node."""
-    loop = steps[next(i for i, (name, _, _) in enumerate(steps) if name == start):]
     first_node, first_kind, first_target = loop[0]
     chain = ", ".join(f"{name} -> {target} ({kind})" for name, kind, target in loop)
     keys = "container: and wait_for" if any(kind == "wait_for" for _, kind, _ in loop) else "container:"
