@@ -499,13 +499,13 @@ def test_relative_binds_and_files_resolve_against_the_file_directory(tmp_path: P
         name: lab
         nodes:
           r1:
-            binds: [r1/daemons:/etc/frr/daemons, "../shared:/shared:ro", /srv/x:/x]
+            binds: [r1/daemons:/etc/frr/daemons, "../common:/common:ro", /srv/x:/x]
             files: [common, ./r1/root/, /opt/extra]
           r2: {files: r2}
         """))
     topo = load_topology(path)
     r1 = topo.nodes["r1"]
-    assert r1.binds == [Bind(str(lab / "r1/daemons"), "/etc/frr/daemons"), Bind(str(tmp_path / "shared"), "/shared",
+    assert r1.binds == [Bind(str(lab / "r1/daemons"), "/etc/frr/daemons"), Bind(str(tmp_path / "common"), "/common",
                                                                                True), Bind("/srv/x", "/x")]
     assert r1.files == [str(lab / "common"), str(lab / "r1/root"), "/opt/extra"]
     assert topo.nodes["r2"].files == [str(lab / "r2")]
