@@ -279,8 +279,8 @@ def link_action(name: str, endpoint: str, action: str, *, period: Seconds = 1.0,
         changes = {key: _parsed(lambda text, key=key: check_impairment(key, text), str(value), f"--{key}")
                    for key, value in impair.items() if value is not None}
         if not changes and not clear:
-            raise InputError("set: give at least one impairment (delay, jitter, loss, rate, corrupt, duplicate) "
-                             "or clear")
+            raise InputError("set: give at least one impairment (--delay, --jitter, --loss, --rate, --corrupt, "
+                             "--duplicate) or --clear")
         return links.set_impairment(name, endpoint, changes, clear=clear)
     return {}
 

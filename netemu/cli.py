@@ -1,5 +1,5 @@
-"""The `netemu` command: parse arguments, call the facade (netemu.api), render (netemu.render).
-Nothing else lives here: no module below the facade is imported."""
+"""The `netemu` command: parse arguments, call the facade (netemu.api), render (netemu.render,
+and the report and picture renderers of probe/ and topology/). Nothing else lives here."""
 
 from __future__ import annotations
 
@@ -302,9 +302,6 @@ def clean(fmt: str) -> None:
           or "nothing to clean")
 
 
-IMPAIR_OPTIONS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate")
-
-
 @cli.command()
 @click.argument("name", shell_complete=_complete_labs)
 @click.argument("endpoint", metavar="NODE:IF", shell_complete=_complete_endpoints)
@@ -321,8 +318,6 @@ IMPAIR_OPTIONS = ("delay", "jitter", "loss", "rate", "corrupt", "duplicate")
 def link(name: str, endpoint: str, action: str, clear: bool, period: str, count: int, **impair: str | None) -> None:
     """Failure injection on a running link: take it down or up, flap it, or change its impairment."""
     changes = {key: value for key, value in impair.items() if value is not None}
-    if action == "set" and not changes and not clear:
-        raise InputError("set: give at least one of --" + ", --".join(IMPAIR_OPTIONS) + " or --clear")
     now = api.link_action(api.lab_name(name), endpoint, action, period=period, count=count, clear=clear,
                           say=_echo, **changes)
     if action in ("up", "down"):
