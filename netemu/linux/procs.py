@@ -31,9 +31,40 @@ def start_time(pid: int) -> int | None:
     process for ever, so a recycled pid is never mistaken for a host."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (FileNotFoundError, IndexError, ValueError):
+            return _start_field(f.read())
+    except FileNotFoundError:
         return None
+
+
+def _start_field(stat: str) -> int | None:
+    """Field 22 of a /proc/PID/stat line (counted after the command's name, which may hold spaces)."""
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def open_namespace(pid: int, started: int | None, kind: str) -> int | None:
+    """A descriptor of PID's namespace `kind` (net, ipc, pid), if PID is still the process
+    started at `started`. The start time is read through the same /proc/PID descriptor after the
+    namespace: lookups through it fail once that process exits, even when its PID has gone to
+    another, so the namespace is that process's."""
+    try:
+        directory = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fd = os.open(f"ns/{kind}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)
+        with open(os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)) as stat:
+            now = _start_field(stat.read())
+    except OSError:
+        return None
+    finally:
+        os.close(directory)
+    if started is None or now != started:
+        os.close(fd)
+        return None
+    return fd
 
 
 def is_running(pid: int | None, started: int | None) -> bool:

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 from netemu.errors import InputError
+from netemu.linux import procs
 from netemu.runtime import state
 from netemu.runtime.records import LabRecord, NodeRecord
 from netemu.topology.model import OTHER_LAB
@@ -56,40 +57,10 @@ def _hold(lab: str, node: str, record: LabRecord, owner: NodeRecord) -> _Held:
         return _Held(key, ("host", None), None)
     # The namespace's holder is the owner itself, or the node of its lab whose network it shares.
     holder = next((n for n in record.nodes.values() if n.pid == owner.netns_pid), None)
-    fd = None if holder is None else _open_netns(owner.netns_pid, holder.start_time)
+    fd = None if holder is None else procs.open_namespace(owner.netns_pid, holder.start_time, "net")
     if fd is None:
         raise InputError(f"container:{node}: lab '{lab}': the host whose network '{node}' uses is not running")
     return _Held(key, (f"/proc/{os.getpid()}/fd/{fd}", owner.netns_pid), fd)
-
-
-def _open_netns(pid: int, started: int | None) -> int | None:
-    """A descriptor of PID's network namespace, if PID is still the process started at `started`.
-    The start time is read through the same /proc/PID descriptor after the namespace: lookups
-    through it fail once that process exits, even when its PID has gone to another."""
-    try:
-        directory = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fd = os.open("ns/net", os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)
-        with open(os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)) as stat:
-            now = _start_time(stat.read())
-    except OSError:
-        return None
-    finally:
-        os.close(directory)
-    if started is None or now != started:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _start_time(line: str) -> int | None:
-    """Field 22 of /proc/PID/stat, as procs.start_time reads it (after the command's name)."""
-    try:
-        return int(line.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
 
 
 def release_all() -> None:
